@@ -1,0 +1,75 @@
+"""A working store for one evaluation: pyoxigraph in memory, with named graphs kept apart.
+
+Graphs: the ontology, the patient data, normalised facts, inferred types, derived findings.
+Queries read the union of all graphs; every CONSTRUCT result goes into one named graph.
+User values reach queries only as RDF terms in a VALUES block (:mod:`b12kg.sparql`), never as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pyoxigraph as ox
+
+from b12kg import namespaces as ns
+from b12kg.kb import KnowledgeBase
+from b12kg.sparql import Term, bind
+
+
+class Workspace:
+    """An in-memory store holding the knowledge base and the data of one evaluation."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+        self.store = ox.Store()
+        self.graph = {
+            name: ox.NamedNode(iri)
+            for name, iri in {
+                "ontology": ns.GRAPH_ONTOLOGY,
+                "patients": ns.GRAPH_PATIENTS,
+                "normalised": ns.GRAPH_NORMALISED,
+                "inferred": ns.GRAPH_INFERRED,
+                "derived": ns.GRAPH_DERIVED,
+            }.items()
+        }
+        self.store.extend(kb.ontology_quads(self.graph["ontology"]))
+
+    # ------------------------------------------------------------------ loading
+    def add_triples(self, graph: str, triples: Iterable[ox.Triple]) -> int:
+        target = self.graph[graph]
+        quads = [ox.Quad(t.subject, t.predicate, t.object, target) for t in triples]
+        before = len(self.store)
+        self.store.extend(quads)
+        return len(self.store) - before
+
+    # ------------------------------------------------------------------ querying
+    def select(self, name: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]:
+        """Run a SELECT query from ``queries/`` by name; rows as {variable: term} (unbound omitted)."""
+        return self.select_text(self.kb.query(name), bindings)
+
+    def select_text(self, text: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]:
+        solutions = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
+        names = [v.value for v in solutions.variables]
+        rows = []
+        for solution in solutions:
+            row = {}
+            for var in names:
+                term = solution[var]
+                if term is not None:
+                    row[var] = term
+            rows.append(row)
+        return rows
+
+    def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]:
+        return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
+
+    def construct_into(self, graph: str, name: str, bindings: Mapping[str, object] | None = None) -> int:
+        """Run a CONSTRUCT query by name and add its triples to ``graph``; returns how many were new."""
+        return self.add_triples(graph, self.construct(self.kb.query(name), bindings))
+
+    def triples(self, graph: str) -> list[ox.Triple]:
+        return [q.triple for q in self.store.quads_for_pattern(None, None, None, self.graph[graph])]
+
+    def ask_type(self, subject: ox.NamedNode) -> set[str]:
+        rdf_type = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+        return {q.object.value for q in self.store.quads_for_pattern(subject, rdf_type, None, None)}

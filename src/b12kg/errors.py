@@ -1,0 +1,56 @@
+"""Error hierarchy: the input is wrong (the user can fix it) versus the tool or knowledge base broke.
+
+Every error carries a one-line message naming the file, line, field or value, and the exit code
+the command line uses for it.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes of the ``b12kg`` command (see README)."""
+
+    OK = 0
+    FINDINGS = 1  #: a check found problems at or above the fail-on level
+    USAGE = 2  #: bad command-line arguments
+    INPUT = 3  #: an input file is missing, unreadable or not valid syntax
+    INVALID_DATA = 4  #: patient data breaks the patient shapes, units or dates
+    KNOWLEDGE_BASE = 5  #: the knowledge base itself is broken
+    REASONER = 6  #: the reasoner could not run (for example Java is missing)
+
+
+class B12kgError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.INPUT
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or [message]
+
+
+class InputError(B12kgError):
+    """An input file is missing, unreadable or syntactically wrong."""
+
+    exit_code = ExitCode.INPUT
+
+
+class InvalidPatientData(B12kgError):
+    """Patient data parses but is not a valid patient record (shapes, units, dates)."""
+
+    exit_code = ExitCode.INVALID_DATA
+
+
+class KnowledgeBaseError(B12kgError):
+    """The ontology, shapes or queries are missing or broken."""
+
+    exit_code = ExitCode.KNOWLEDGE_BASE
+
+
+class ReasonerError(B12kgError):
+    """The OWL reasoner could not run."""
+
+    exit_code = ExitCode.REASONER

@@ -1,0 +1,130 @@
+"""Where the knowledge base lives, and loading it.
+
+This is the only module that knows where ``ontology/``, ``shapes/``, ``queries/`` and ``schema/``
+are. An installed package carries them as package data (``b12kg/_kb``); a source checkout uses the
+repository folders; ``B12KG_HOME`` or an explicit ``root`` points at another working copy (used by
+tests that edit a temporary copy, and by ``b12kg check DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from b12kg.errors import KnowledgeBaseError
+
+MAIN_ONTOLOGY_IRI = "https://w3id.org/b12kg/ontology"
+CATALOG = "catalog-v001.xml"
+_CATALOG_NS = "{urn:oasis:names:tc:entity:xmlns:xml:catalog}"
+
+
+def default_root() -> Path:
+    """The knowledge-base folder: ``$B12KG_HOME``, the installed package data, or the source tree."""
+    env = os.environ.get("B12KG_HOME")
+    if env:
+        return Path(env)
+    packaged = Path(__file__).resolve().parent / "_kb"
+    if (packaged / "ontology").is_dir():
+        return packaged
+    source = Path(__file__).resolve().parents[2]
+    if (source / "ontology").is_dir():
+        return source
+    raise KnowledgeBaseError(
+        "cannot find the knowledge base: set B12KG_HOME to a folder with ontology/, shapes/ and queries/"
+    )
+
+
+@dataclass(frozen=True)
+class KnowledgeBase:
+    """One working copy of the knowledge base (ontology modules, shapes, queries, schema)."""
+
+    root: Path = field(default_factory=default_root)
+
+    @property
+    def ontology_dir(self) -> Path:
+        return self.root / "ontology"
+
+    @property
+    def shapes_dir(self) -> Path:
+        return self.root / "shapes"
+
+    @property
+    def queries_dir(self) -> Path:
+        return self.root / "queries"
+
+    @property
+    def schema_dir(self) -> Path:
+        return self.root / "schema"
+
+    @cached_property
+    def ontology_files(self) -> dict[str, Path]:
+        """Ontology IRI -> file, as listed in the Protégé catalog (the one list of modules)."""
+        catalog = self.ontology_dir / CATALOG
+        if not catalog.is_file():
+            raise KnowledgeBaseError(f"{catalog}: catalog not found")
+        try:
+            tree = ET.parse(catalog)
+        except ET.ParseError as exc:
+            raise KnowledgeBaseError(f"{catalog}: {exc}") from None
+        files = {}
+        for uri in tree.iter(f"{_CATALOG_NS}uri"):
+            path = self.ontology_dir / uri.attrib["uri"]
+            if not path.is_file():
+                raise KnowledgeBaseError(f"{catalog}: {uri.attrib['name']} points at missing file {path}")
+            files[uri.attrib["name"]] = path
+        if MAIN_ONTOLOGY_IRI not in files:
+            raise KnowledgeBaseError(f"{catalog}: no entry for {MAIN_ONTOLOGY_IRI}")
+        return files
+
+    def shape_files(self) -> list[Path]:
+        return sorted(self.shapes_dir.glob("*.ttl"))
+
+    def query_path(self, name: str) -> Path:
+        """``derive/02-recommendations`` -> its ``.rq`` file; unknown names are a clear error."""
+        path = self.queries_dir / f"{name}.rq"
+        if not path.is_file():
+            known = ", ".join(sorted(str(p.relative_to(self.queries_dir))[:-3] for p in self.queries_dir.rglob("*.rq")))
+            raise KnowledgeBaseError(f"unknown query {name!r} (known: {known})")
+        return path
+
+    def query(self, name: str) -> str:
+        return _read_text(self.query_path(name))
+
+    def queries(self, folder: str) -> list[tuple[str, str]]:
+        """All queries of a folder, in file-name order, as (name, text)."""
+        paths = sorted((self.queries_dir / folder).glob("*.rq"))
+        return [(f"{folder}/{p.stem}", _read_text(p)) for p in paths]
+
+    def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
+        """Every ontology module parsed (cached per file), placed in ``graph``."""
+        quads: list[ox.Quad] = []
+        for path in self.ontology_files.values():
+            for triple in _parse_turtle(path):
+                quads.append(ox.Quad(triple.subject, triple.predicate, triple.object, graph))
+        return quads
+
+
+_TEXT_CACHE: dict[tuple[Path, float], str] = {}
+_TURTLE_CACHE: dict[tuple[Path, float], list[ox.Triple]] = {}
+
+
+def _read_text(path: Path) -> str:
+    key = (path, path.stat().st_mtime)
+    if key not in _TEXT_CACHE:
+        _TEXT_CACHE[key] = path.read_text(encoding="utf-8")
+    return _TEXT_CACHE[key]
+
+
+def _parse_turtle(path: Path) -> list[ox.Triple]:
+    key = (path, path.stat().st_mtime)
+    if key not in _TURTLE_CACHE:
+        try:
+            _TURTLE_CACHE[key] = list(ox.parse(path=str(path), format=ox.RdfFormat.TURTLE))
+        except SyntaxError as exc:
+            raise KnowledgeBaseError(f"{path}: {exc}") from None
+    return _TURTLE_CACHE[key]

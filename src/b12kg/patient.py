@@ -1,0 +1,69 @@
+"""Reading patient data files (Turtle, N-Triples, JSON-LD) into RDF.
+
+Syntax errors become one-line :class:`~b12kg.errors.InputError` messages naming file, line and column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyoxigraph as ox
+import rdflib
+
+from b12kg.errors import InputError
+
+FORMATS = {
+    ".ttl": ox.RdfFormat.TURTLE,
+    ".turtle": ox.RdfFormat.TURTLE,
+    ".nt": ox.RdfFormat.N_TRIPLES,
+    ".jsonld": ox.RdfFormat.JSON_LD,
+    ".json": ox.RdfFormat.JSON_LD,
+}
+
+
+@dataclass(frozen=True)
+class PatientData:
+    """The triples of one patient file, and the same data as an rdflib graph (for SHACL)."""
+
+    path: Path
+    triples: list[ox.Triple]
+
+    def to_rdflib(self) -> rdflib.Graph:
+        graph = rdflib.Graph()
+        data = ox.serialize(self.triples, format=ox.RdfFormat.N_TRIPLES)
+        graph.parse(data=data.decode("utf-8"), format="nt")
+        return graph
+
+
+def detect_format(path: Path) -> ox.RdfFormat:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        known = ", ".join(sorted(FORMATS))
+        raise InputError(f"{path}: unknown file type {path.suffix or '(none)'!r} (known: {known})") from None
+
+
+def load_patient(path: str | Path) -> PatientData:
+    """Parse one patient file. Raises :class:`InputError` for a missing file or bad syntax."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    fmt = detect_format(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    base = path.resolve().as_uri()
+    try:
+        triples = list(ox.parse(data, format=fmt, base_iri=base))
+    except SyntaxError as exc:
+        where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
+        raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path}: {fmt.name} syntax error: {exc}") from None
+    if not triples:
+        raise InputError(f"{path}: contains no RDF triples")
+    return PatientData(path=path, triples=triples)
