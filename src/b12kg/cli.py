@@ -1,0 +1,110 @@
+"""The ``b12kg`` command line. It only wires the modules together.
+
+Results go to stdout, diagnostics to stderr (one line per problem); exit codes are
+:class:`b12kg.errors.ExitCode` and are listed in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from b12kg.errors import B12kgError, ExitCode
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Vitamin B12 treatment after stroke, as a knowledge graph: what the guideline says for a patient, and why.",
+)
+
+
+def _fail(problems: list[str], code: ExitCode) -> None:
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    raise typer.Exit(int(code))
+
+
+def _parse_date(value: str | None) -> date:
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail([f"--as-of: {value!r} is not a date (use YYYY-MM-DD)"], ExitCode.USAGE)
+    raise AssertionError("unreachable")
+
+
+@app.callback()
+def _root() -> None:
+    """Sub-commands below."""
+
+
+@app.command()
+def recommend(
+    patient_file: Annotated[Path, typer.Argument(help="Patient data: Turtle (.ttl), N-Triples (.nt) or JSON-LD (.jsonld).")],
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="text, json, turtle or jsonld.")] = "text",
+    reasoner: Annotated[str, typer.Option("--reasoner", help="rules (fast, default) or hermit (OWL 2 DL via owlready2).")] = "rules",
+    kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the knowledge base in this folder (ontology/, shapes/, queries/).")] = None,
+) -> None:
+    """What the guideline recommends for the patient(s) in PATIENT_FILE, with evidence and provenance."""
+    from b12kg.derive import recommend as run
+    from b12kg.kb import KnowledgeBase
+    from b12kg.reason import Reasoner
+    from b12kg.report import OutputFormat, derived_graph, render_text, reports
+
+    try:
+        fmt = OutputFormat(output)
+    except ValueError:
+        _fail([f"--format: {output!r} is not one of text, json, turtle, jsonld"], ExitCode.USAGE)
+    try:
+        engine = Reasoner(reasoner)
+    except ValueError:
+        _fail([f"--reasoner: {reasoner!r} is not one of rules, hermit"], ExitCode.USAGE)
+    day = _parse_date(as_of)
+    kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
+    evaluation = run(patient_file, as_of=day, reasoner=engine, kb=kb)
+    if fmt in (OutputFormat.turtle, OutputFormat.jsonld):
+        typer.echo(derived_graph(evaluation, fmt), nl=False)
+        return
+    docs = reports(evaluation)
+    if fmt is OutputFormat.json:
+        typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, ensure_ascii=False))
+    else:
+        typer.echo("\n".join(render_text(d) for d in docs), nl=False)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except B12kgError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        sys.exit(int(exc.exit_code))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.BadParameter, typer.Abort) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(int(ExitCode.USAGE))
+    except Exception as exc:  # click usage errors and genuine bugs
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(int(ExitCode.USAGE))
+        if os.environ.get("B12KG_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); set B12KG_DEBUG=1 for details", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERNAL))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
