@@ -80,6 +80,11 @@ def recommend(
         typer.echo("\n".join(render_text(d) for d in docs), nl=False)
 
 
+from b12kg.fhir_cli import import_fhir_command  # noqa: E402  (FHIR R4 import, issue 5)
+
+app.command("import-fhir")(import_fhir_command)
+
+
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
     try:

@@ -1,4 +1,4 @@
-"""Reading patient data files (Turtle, N-Triples, JSON-LD) into RDF.
+"""Reading patient data files (Turtle, N-Triples, JSON-LD, FHIR JSON/NDJSON via :mod:`b12kg.fhir`) into RDF.
 
 Syntax errors become one-line :class:`~b12kg.errors.InputError` messages naming file, line and column.
 """
@@ -51,7 +51,6 @@ def load_patient(path: str | Path) -> PatientData:
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    fmt = detect_format(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -60,6 +59,12 @@ def load_patient(path: str | Path) -> PatientData:
     try:
         triples = list(ox.parse(data, format=fmt, base_iri=base))
     except SyntaxError as exc:
+    if path.suffix.lower() in (".json", ".ndjson"):  # FHIR (has resourceType) goes through the FHIR mapper
+        from b12kg.fhir import is_fhir_json, load_fhir_patient
+
+        if path.suffix.lower() == ".ndjson" or is_fhir_json(data):
+            return PatientData(path=path, triples=load_fhir_patient(path)[0])
+    fmt = detect_format(path)
         where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
         raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
     except (ValueError, OSError) as exc:

@@ -1,0 +1,55 @@
+"""The ``b12kg import-fhir`` command: FHIR R4 files and folders to patient-vocabulary Turtle or a store.
+
+Registered on the main app in :mod:`b12kg.cli`; the mapping itself is :mod:`b12kg.fhir`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from b12kg.errors import ExitCode, InputError
+
+
+def import_fhir_command(
+    paths: Annotated[list[Path], typer.Argument(help="FHIR Bundle or resource JSON files, NDJSON bulk files (.ndjson), or folders of them.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the patient data as Turtle to this file (default: stdout).")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Add the patient data to the pyoxigraph store in this folder (graph urn:b12kg:graph:patients), in one transaction.")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write the import report as JSON to this file.")] = None,
+    kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the code bindings of the knowledge base in this folder.")] = None,
+) -> None:
+    """Import FHIR R4 (Patient, Condition, Observation, MedicationAdministration, MedicationStatement,
+    MedicationRequest) into the patient vocabulary, with provenance to each source resource.
+
+    The import report (what was mapped, skipped and why, per patient) goes to stderr. Files that are
+    not JSON, resources of an unknown type and resources invalid per fhir.resources are reported one per
+    line; the other files still import and their output is still written, and the exit code is then 3.
+    Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read.
+    """
+    from b12kg import namespaces as ns
+    from b12kg.fhir import import_fhir
+    from b12kg.kb import KnowledgeBase
+
+    if out is not None and store is not None:
+        raise typer.BadParameter("use either --out or --store, not both")
+    result = import_fhir(paths, kb=KnowledgeBase(kb_dir) if kb_dir else None)
+    if store is not None:
+        import pyoxigraph as ox
+
+        target = ox.Store(str(store))
+        target.extend(result.quads(ns.GRAPH_PATIENTS))  # one atomic insertion of all quads
+        target.flush()
+    elif out is not None:
+        out.write_text(result.turtle(), encoding="utf-8")
+    else:
+        typer.echo(result.turtle(), nl=False)
+    typer.echo(result.report_text(), err=True, nl=False)
+    if report is not None:
+        report.write_text(json.dumps(result.report_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if result.errors:
+        raise InputError(result.errors[0], problems=result.errors)
+    if not result.files:
+        raise typer.Exit(int(ExitCode.INPUT))
