@@ -1,0 +1,112 @@
+"""The ontology loads in rdflib and owlready2, has an IRI and version IRI, documents every term,
+keeps numbers in one place, marks unverified codes, and the closed namespace matches it."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import owlready2
+import pyoxigraph as ox
+import rdflib
+from rdflib.namespace import OWL, RDF, RDFS, SKOS
+
+from b12kg.namespaces import B12
+
+B12NS = "https://w3id.org/b12kg/ontology#"
+
+
+def merged(kb) -> rdflib.Graph:
+    g = rdflib.Graph()
+    for path in kb.ontology_files.values():
+        g.parse(path, format="turtle")
+    return g
+
+
+def test_every_module_parses_and_the_catalog_lists_the_imports(kb):
+    g = merged(kb)
+    main = rdflib.URIRef("https://w3id.org/b12kg/ontology")
+    assert (main, RDF.type, OWL.Ontology) in g
+    assert g.value(main, OWL.versionIRI) is not None
+    imports = {str(o) for o in g.objects(main, OWL.imports)}
+    assert imports | {str(main)} == set(kb.ontology_files)
+
+
+def test_loads_in_owlready2(kb):
+    world = owlready2.World()
+    for iri, path in kb.ontology_files.items():
+        g = rdflib.Graph().parse(path, format="turtle")
+        g.remove((None, OWL.imports, None))
+        data = g.serialize(format="nt", encoding="utf-8")
+        world.get_ontology(iri).load(fileobj=io.BytesIO(data), format="ntriples")
+    patient = world["https://w3id.org/b12kg/ontology#Patient"]
+    assert patient is not None and isinstance(patient, owlready2.ThingClass)
+    world.close()
+
+
+def test_every_class_and_property_has_a_label_and_a_definition(kb):
+    g = merged(kb)
+    kinds = [OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty, OWL.AnnotationProperty]
+    missing = []
+    for kind in kinds:
+        for term in g.subjects(RDF.type, kind):
+            if isinstance(term, rdflib.URIRef) and str(term).startswith(B12NS):
+                if g.value(term, RDFS.label) is None or g.value(term, SKOS.definition) is None:
+                    missing.append(str(term))
+    assert missing == []
+
+
+def test_guideline_numbers_live_only_in_the_ontology(kb):
+    """No guideline number in Python or in query text (the article's own wording in b12:text is data)."""
+    numbers = re.compile(r"(?<![\w.])(322|258|436|1000|0\.738|2\.266|30\.4375)(?![\w.])")
+    offenders = []
+    for path in list((kb.root / "src").rglob("*.py")) + list(kb.queries_dir.rglob("*.rq")):
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            if numbers.search(line):
+                offenders.append(f"{path}:{lineno}: {line.strip()}")
+    assert offenders == []
+
+
+def test_each_threshold_value_is_stated_once(kb):
+    g = merged(kb)
+    values = [str(o) for o in g.objects(None, rdflib.URIRef(B12NS + "thresholdValue"))]
+    assert len(values) == len(set(values)) == 4
+
+
+def test_codes_not_verified_in_the_clinical_reference_are_marked_unverified(kb):
+    g = merged(kb)
+    status = {str(s): str(o) for s, o in g.subject_objects(rdflib.URIRef(B12NS + "verificationStatus"))}
+    for code in ["http://snomed.info/id/422504002", "http://snomed.info/id/236423003", "http://snomed.info/id/275526006"]:
+        assert status[code] == B12NS + "Unverified", code
+    for code in ["http://loinc.org/rdf#2132-9", "http://loinc.org/rdf#14685-2", "http://snomed.info/id/230690007"]:
+        assert status[code] == B12NS + "Verified", code
+
+
+def test_closed_namespace_terms_exist_in_the_ontology(kb):
+    g = merged(kb)
+    declared = {str(s) for s in g.subjects() if isinstance(s, rdflib.URIRef) and str(s).startswith(B12NS)}
+    for name in B12.__annotations__:
+        assert B12NS + name in declared, name
+
+
+def test_the_article_and_its_references(kb):
+    g = merged(kb)
+    gl = rdflib.Namespace("https://w3id.org/b12kg/guideline#")
+    assert str(g.value(gl.article, rdflib.URIRef("http://purl.org/dc/terms/modified"))) == "2025-10-31"
+    assert str(g.value(gl.article, rdflib.URIRef(B12NS + "reviewStatus"))) == "pending human review"
+    numbers = sorted(int(o) for o in g.objects(None, rdflib.URIRef(B12NS + "referenceNumber")))
+    assert numbers == [1, 2, 3, 4, 5, 6, 7]
+    statements = set(g.subjects(RDF.type, rdflib.URIRef(B12NS + "GuidelineStatement")))
+    assert len(statements) == 18  # 3 assessment, 2 treatment, 3 form, 4 monitoring, 3 additional, 3 pitfalls
+    for s in statements:
+        assert g.value(s, rdflib.URIRef(B12NS + "hasEvidence")) is not None
+        assert g.value(s, rdflib.URIRef(B12NS + "category")) is not None
+        assert g.value(s, rdflib.URIRef(B12NS + "population")) is not None
+
+
+def test_statement_texts_are_the_articles_words(kb, shared_dir):
+    article = (shared_dir / "source" / "b12-post-stroke-guideline.txt").read_text()
+    g = merged(kb)
+    for s in g.subjects(RDF.type, rdflib.URIRef(B12NS + "GuidelineStatement")):
+        text = str(g.value(s, rdflib.URIRef(B12NS + "text")))
+        assert text in article, s
