@@ -34,3 +34,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} is missing: the shared folder must sit beside the repository")
     return SHARED
+
+
+def require_binary(name: str, install_hint: str) -> None:
+    """Skip locally when a binary is missing, with how to install it; in CI (CI=true) fail instead."""
+    import os
+
+    if shutil.which(name) is None:
+        message = f"{name} not found: {install_hint}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)

@@ -88,7 +88,8 @@ app.command("import-fhir")(import_fhir_command)
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a typer.Exit instead of raising it.
+        code = app(standalone_mode=False)
     except B12kgError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -108,7 +109,7 @@ def main() -> None:
             raise
         print(f"error: internal error ({type(exc).__name__}: {exc}); set B12KG_DEBUG=1 for details", file=sys.stderr)
         sys.exit(int(ExitCode.INTERNAL))
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

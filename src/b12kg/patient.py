@@ -5,6 +5,7 @@ Syntax errors become one-line :class:`~b12kg.errors.InputError` messages naming 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pyoxigraph as ox
 import rdflib
 
 from b12kg.errors import InputError
+
+# rdflib logs a traceback for every ill-typed literal (e.g. "1948-13-45"^^xsd:date); the SHACL
+# shapes report those values as one-line errors, so the log would only be noise.
+logging.getLogger("rdflib.term").setLevel(logging.ERROR)
 
 FORMATS = {
     ".ttl": ox.RdfFormat.TURTLE,
@@ -55,16 +60,16 @@ def load_patient(path: str | Path) -> PatientData:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    base = path.resolve().as_uri()
-    try:
-        triples = list(ox.parse(data, format=fmt, base_iri=base))
-    except SyntaxError as exc:
     if path.suffix.lower() in (".json", ".ndjson"):  # FHIR (has resourceType) goes through the FHIR mapper
         from b12kg.fhir import is_fhir_json, load_fhir_patient
 
         if path.suffix.lower() == ".ndjson" or is_fhir_json(data):
             return PatientData(path=path, triples=load_fhir_patient(path)[0])
     fmt = detect_format(path)
+    base = path.resolve().as_uri()
+    try:
+        triples = list(ox.parse(data, format=fmt, base_iri=base))
+    except SyntaxError as exc:
         where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
         raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
     except (ValueError, OSError) as exc:
