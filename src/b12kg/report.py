@@ -50,7 +50,7 @@ def patient_report(evaluation: Evaluation, patient: str) -> dict[str, Any]:
     """Everything the guideline says for one patient, as a dict matching ``schema/recommendation.schema.json``."""
     ws = evaluation.workspace
     subject = {"patient": ox.NamedNode(patient)}
-    links: dict[str, dict[str, list]] = defaultdict(lambda: {"evidence": [], "fact": []})
+    links: dict[str, dict[str, list]] = defaultdict(lambda: {"evidence": [], "fact": [], "source": []})
     for row in ws.select("report/links", subject):
         value = _num(row["value"]) if row["kind"].value == "evidence" else row["value"].value
         links[row["finding"].value][row["kind"].value].append(value)
@@ -125,6 +125,7 @@ def patient_report(evaluation: Evaluation, patient: str) -> dict[str, Any]:
             "status": _local(row["status"].value),
             "evidence": sorted(links[rec]["evidence"]),
             "derived_from": sorted(links[rec]["fact"]),
+            "sources": sorted(links[rec]["source"]),
         }
         if "regimen" in row:
             unit = row["intervalUnit"].value
