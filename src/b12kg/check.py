@@ -1,0 +1,820 @@
+"""``b12kg check``: one quality gate over a working copy of the knowledge base.
+
+Stages, in order: ``syntax`` (every Turtle and SPARQL file parses), ``owl`` (OWL 2 DL checks,
+HermiT consistency and unsatisfiable classes), ``shacl`` (guideline shapes in
+``shapes/guideline-shapes.ttl``), ``qc`` (``queries/qc/*-violation.rq`` and undeclared project IRIs
+in queries and shapes), ``logic`` (threshold bands partition the number line; patient scenarios run
+through the real pipeline have a decision and no conflict) and ``competency`` (competency questions
+against their expected answers).
+
+Every stage returns :class:`Finding` objects. The severity of a check is data: ``checks.toml`` beside
+this module for the built-in checks, ``sh:severity`` for shapes, a ``#+ severity:`` header line for
+QC queries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+import tomllib
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from b12kg.engine import Workspace
+from b12kg.errors import B12kgError, KnowledgeBaseError, ReasonerError
+from b12kg.kb import KnowledgeBase
+
+__all__ = ["STAGES", "CheckReport", "Finding", "Severity", "registry", "run_checks"]
+
+OWL = "http://www.w3.org/2002/07/owl#"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+RDFS = "http://www.w3.org/2000/01/rdf-schema#"
+SH = "http://www.w3.org/ns/shacl#"
+B12 = "https://w3id.org/b12kg/ontology#"
+GL = "https://w3id.org/b12kg/guideline#"
+PROJECT_NAMESPACES = (B12, GL)
+GUIDELINE_SHAPES = "guideline-shapes.ttl"
+
+STAGES = ("syntax", "owl", "shacl", "qc", "logic", "competency")
+
+
+class Severity(str, Enum):
+    ERROR = "ERROR"
+    WARN = "WARN"
+    INFO = "INFO"
+
+    @property
+    def rank(self) -> int:
+        return {"ERROR": 3, "WARN": 2, "INFO": 1}[self.value]
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    id: str
+    stage: str
+    severity: Severity
+    title: str
+    fix: str
+
+
+@dataclass
+class Finding:
+    """One problem found by one check. ``file`` is relative to the checked folder."""
+
+    check_id: str
+    severity: Severity
+    stage: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    entity: str | None = None
+    fix: str | None = None
+
+    @property
+    def location(self) -> str:
+        if not self.file:
+            return ""
+        parts = [self.file] + [str(v) for v in (self.line, self.column) if v is not None]
+        return ":".join(parts)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["severity"] = self.severity.value
+        return data
+
+
+def registry() -> dict[str, CheckInfo]:
+    """The built-in checks, from ``checks.toml``."""
+    path = Path(__file__).with_name("checks.toml")
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return {
+        key: CheckInfo(key, v["stage"], Severity(v["severity"]), v["title"], v["fix"]) for key, v in data.items()
+    }
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    findings: list[Finding] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    stages: list[str] = field(default_factory=list)
+    could_not_run: bool = False
+    scenario_count: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in Severity}
+        for f in self.findings:
+            out[f.severity.value] += 1
+        return out
+
+    def exit_code(self, fail_on: Severity = Severity.ERROR) -> int:
+        if self.could_not_run:
+            return 2
+        return 1 if any(f.severity.rank >= fail_on.rank for f in self.findings) else 0
+
+
+# ------------------------------------------------------------------------------------ context
+class Context:
+    """What the stages share: the knowledge base, a locator for entities, parsed graphs."""
+
+    def __init__(self, kb: KnowledgeBase, *, as_of: date, strength: int | None, scenarios_out: Path | None) -> None:
+        self.kb = kb
+        self.root = kb.root
+        self.as_of = as_of
+        self.strength = strength  # None: the full cross product
+        self.scenarios_out = scenarios_out
+        self.registry = registry()
+        self.broken_turtle: set[Path] = set()
+        self.scenario_count = 0
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def finding(self, check_id: str, message: str, **where) -> Finding:
+        info = self.registry[check_id]
+        return Finding(check_id=check_id, severity=info.severity, stage=info.stage, message=message,
+                       fix=where.pop("fix", None) or info.fix, **where)
+
+    @cached_property
+    def ontology_paths(self) -> list[Path]:
+        return list(self.kb.ontology_files.values())
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        return Workspace(self.kb)
+
+    @cached_property
+    def ontology_triples(self) -> list[ox.Triple]:
+        return self.workspace.triples("ontology")
+
+    @cached_property
+    def declared(self) -> set[str]:
+        """Project IRIs with an rdf:type in the ontology (declared classes, properties, individuals)."""
+        rdf_type = RDF + "type"
+        return {
+            t.subject.value
+            for t in self.ontology_triples
+            if t.predicate.value == rdf_type and isinstance(t.subject, ox.NamedNode)
+        }
+
+    @cached_property
+    def _turtle_index(self) -> list[tuple[Path, list[str], dict[str, str]]]:
+        out = []
+        for path in self.ontology_paths + self.kb.shape_files():
+            text = path.read_text(encoding="utf-8")
+            prefixes = {ns: p for p, ns in re.findall(r"@prefix\s+([\w-]*):\s*<([^>]*)>", text)}
+            out.append((path, text.splitlines(), prefixes))
+        return out
+
+    def locate(self, iri: str) -> tuple[str | None, int | None]:
+        """File and line where ``iri`` is defined (first as a subject at a line start, else anywhere)."""
+        if not iri or iri.startswith("_:"):
+            return None, None
+        best = None
+        for path, lines, prefixes in self._turtle_index:
+            names = [f"<{iri}>"]
+            for ns, prefix in prefixes.items():
+                if iri.startswith(ns) and len(iri) > len(ns):
+                    names.append(f"{prefix}:{iri[len(ns):]}")
+            patterns = [re.compile(rf"^{re.escape(n)}(?=[\s;,.])") for n in names]
+            anywhere = [re.compile(rf"(?<![\w:/#-]){re.escape(n)}(?![\w-])") for n in names]
+            for number, line in enumerate(lines, start=1):
+                if any(p.search(line) for p in patterns):
+                    return self.rel(path), number
+                if best is None and not line.lstrip().startswith("#") and any(p.search(line) for p in anywhere):
+                    best = (self.rel(path), number)
+        return best if best else (None, None)
+
+    def compact(self, iri: str) -> str:
+        for prefix, ns in (("b12", B12), ("gl", GL), ("owl", OWL), ("rdfs", RDFS), ("rdf", RDF)):
+            if iri.startswith(ns):
+                return f"{prefix}:{iri[len(ns):]}"
+        return iri
+
+
+# ------------------------------------------------------------------------------------ syntax
+_QUERY_POS = re.compile(r"at (\d+):(\d+)")
+
+
+def stage_syntax(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    try:
+        paths = list(ctx.kb.ontology_files.values())
+    except KnowledgeBaseError as exc:
+        out.append(ctx.finding("syntax-catalog", exc.message, file=ctx.rel(ctx.kb.ontology_dir / "catalog-v001.xml")))
+        paths = []
+    turtle = sorted(set(paths) | set(ctx.kb.ontology_dir.glob("*.ttl")) | set(ctx.kb.shape_files()))
+    for path in turtle:
+        try:
+            list(ox.parse(path=str(path), format=ox.RdfFormat.TURTLE, base_iri=path.resolve().as_uri()))
+        except SyntaxError as exc:
+            ctx.broken_turtle.add(path)
+            out.append(ctx.finding("syntax-turtle", f"Turtle syntax error: {exc.msg}", file=ctx.rel(path),
+                                   line=exc.lineno, column=exc.offset))
+    for path in sorted(ctx.kb.queries_dir.rglob("*.rq")):
+        text = path.read_text(encoding="utf-8")
+        try:
+            ox.Store().query(text)
+        except SyntaxError as exc:
+            match = _QUERY_POS.search(str(exc))
+            line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
+            out.append(ctx.finding("syntax-sparql", f"SPARQL syntax error: {exc}", file=ctx.rel(path), line=line,
+                                   column=column))
+        except (ValueError, OSError) as exc:  # evaluation errors on an empty store are not syntax errors
+            if "parse" in str(exc).lower():
+                out.append(ctx.finding("syntax-sparql", f"SPARQL error: {exc}", file=ctx.rel(path)))
+    return out
+
+
+# ------------------------------------------------------------------------------------ owl
+_CARDINALITY = {OWL + p for p in ("cardinality", "minCardinality", "maxCardinality", "qualifiedCardinality",
+                                  "minQualifiedCardinality", "maxQualifiedCardinality", "hasSelf")}
+_NEEDS_SIMPLE_TYPES = {OWL + p for p in ("FunctionalProperty", "InverseFunctionalProperty", "IrreflexiveProperty",
+                                         "AsymmetricProperty")}
+_PROPERTY_KINDS = {OWL + "ObjectProperty", OWL + "DatatypeProperty", OWL + "AnnotationProperty"}
+_AXIOM_BOTH_SIDES = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjointWith"}
+_CLASS_POSITIONS = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjointWith", OWL + "someValuesFrom",
+                    OWL + "allValuesFrom", OWL + "complementOf", RDFS + "domain"}
+
+
+def stage_owl(ctx: Context) -> list[Finding]:
+    return _owl_dl(ctx) + _hermit(ctx)
+
+
+def _owl_dl(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    triples = ctx.ontology_triples
+    by_pred: dict[str, list[ox.Triple]] = defaultdict(list)
+    types: dict[str, set[str]] = defaultdict(set)
+    for t in triples:
+        by_pred[t.predicate.value].append(t)
+        if t.predicate.value == RDF + "type":
+            types[t.subject.value].add(t.object.value)
+
+    def where(iri: str) -> dict:
+        file, line = ctx.locate(iri)
+        return {"file": file, "line": line, "entity": iri}
+
+    # non-simple properties: chains, transitivity, and their super-properties
+    non_simple = {t.subject.value for t in by_pred[OWL + "propertyChainAxiom"]}
+    non_simple |= {s for s, ts in types.items() if OWL + "TransitiveProperty" in ts}
+    sub_of = [(t.subject.value, t.object.value) for t in by_pred[RDFS + "subPropertyOf"]]
+    changed = True
+    while changed:
+        changed = False
+        for sub, sup in sub_of:
+            if sub in non_simple and sup not in non_simple:
+                non_simple.add(sup)
+                changed = True
+    for prop in sorted(non_simple):
+        bad = sorted(types.get(prop, set()) & _NEEDS_SIMPLE_TYPES)
+        for kind in bad:
+            out.append(ctx.finding("owl-dl-non-simple-property",
+                                   f"{ctx.compact(prop)} is non-simple (property chain or transitive) but declared "
+                                   f"{ctx.compact(kind)}", **where(prop)))
+    restrictions_on = defaultdict(set)
+    for t in by_pred[OWL + "onProperty"]:
+        restrictions_on[t.subject].add(t.object.value)
+    for t in triples:
+        if t.predicate.value in _CARDINALITY:
+            for prop in restrictions_on.get(t.subject, ()):
+                if prop in non_simple:
+                    out.append(ctx.finding("owl-dl-non-simple-property",
+                                           f"{ctx.compact(prop)} is non-simple but used in a "
+                                           f"{ctx.compact(t.predicate.value)} restriction", **where(prop)))
+    for t in by_pred[OWL + "propertyDisjointWith"]:
+        for prop in (t.subject.value, t.object.value):
+            if prop in non_simple:
+                out.append(ctx.finding("owl-dl-non-simple-property",
+                                       f"{ctx.compact(prop)} is non-simple but used in owl:propertyDisjointWith",
+                                       **where(prop)))
+    # property kinds, punning
+    for iri, ts in sorted(types.items()):
+        kinds = ts & _PROPERTY_KINDS
+        if len(kinds) > 1:
+            out.append(ctx.finding("owl-dl-property-kind",
+                                   f"{ctx.compact(iri)} is declared as {', '.join(sorted(ctx.compact(k) for k in kinds))}",
+                                   **where(iri)))
+        if OWL + "Class" in ts and (OWL + "NamedIndividual" in ts or any(
+                c.startswith(PROJECT_NAMESPACES) for c in ts - {OWL + "Class"})):
+            if iri.startswith(PROJECT_NAMESPACES):
+                out.append(ctx.finding("owl-dl-punning", f"{ctx.compact(iri)} is both a class and an individual",
+                                       **where(iri)))
+    object_props = {s for s, ts in types.items() if OWL + "ObjectProperty" in ts}
+    data_props = {s for s, ts in types.items() if OWL + "DatatypeProperty" in ts}
+    seen_use: set[tuple[str, str]] = set()
+    for t in triples:
+        p = t.predicate.value
+        if p in object_props and isinstance(t.object, ox.Literal):
+            problem = "an object property with a literal value"
+        elif p in data_props and not isinstance(t.object, ox.Literal):
+            problem = "a datatype property with an IRI or blank node value"
+        else:
+            continue
+        if (t.subject.value, p) in seen_use:
+            continue
+        seen_use.add((t.subject.value, p))
+        out.append(ctx.finding("owl-dl-property-use", f"{ctx.compact(t.subject.value)} uses {ctx.compact(p)}, {problem}",
+                               **where(t.subject.value)))
+    # undeclared classes and properties in axioms
+    declared_classes = {s for s, ts in types.items() if OWL + "Class" in ts or RDFS + "Class" in ts}
+    declared_props = {s for s, ts in types.items() if ts & _PROPERTY_KINDS}
+    list_members: dict[ox.BlankNode | ox.NamedNode, list] = {}
+    firsts = {t.subject: t.object for t in by_pred[RDF + "first"]}
+    rests = {t.subject: t.object for t in by_pred[RDF + "rest"]}
+
+    def members(head) -> list:
+        items = []
+        while head in firsts:
+            items.append(firsts[head])
+            head = rests.get(head)
+        return items
+
+    used_classes: dict[str, str] = {}
+    for t in triples:
+        p = t.predicate.value
+        if p in _CLASS_POSITIONS or (p == RDF + "type" and not t.object.value.startswith((OWL, RDF, RDFS))):
+            if p in (OWL + "someValuesFrom", OWL + "allValuesFrom"):
+                onp = restrictions_on.get(t.subject, set())
+                if onp & data_props:
+                    continue
+            if isinstance(t.object, ox.NamedNode):
+                used_classes.setdefault(t.object.value, p)
+            if p in _AXIOM_BOTH_SIDES and isinstance(t.subject, ox.NamedNode):
+                used_classes.setdefault(t.subject.value, p)
+        if p in (OWL + "intersectionOf", OWL + "unionOf"):
+            for m in members(t.object):
+                if isinstance(m, ox.NamedNode):
+                    used_classes.setdefault(m.value, p)
+    for iri, p in sorted(used_classes.items()):
+        if iri.startswith(PROJECT_NAMESPACES) and iri not in declared_classes:
+            out.append(ctx.finding("owl-dl-undeclared",
+                                   f"{ctx.compact(iri)} is used as a class ({ctx.compact(p)}) but not declared owl:Class",
+                                   **where(iri)))
+    used_props = {t.predicate.value for t in triples} | {o for s in restrictions_on.values() for o in s}
+    for iri in sorted(used_props):
+        if iri.startswith(PROJECT_NAMESPACES) and iri not in declared_props:
+            out.append(ctx.finding("owl-dl-undeclared",
+                                   f"{ctx.compact(iri)} is used as a property but not declared", **where(iri)))
+    return out
+
+
+def _hermit(ctx: Context) -> list[Finding]:
+    import shutil
+
+    import owlready2
+
+    from b12kg.reason import _java_message, _reasoner_input
+
+    if shutil.which(owlready2.JAVA_EXE) is None and shutil.which("java") is None:
+        raise ReasonerError("HermiT needs Java: install a JRE (Debian: apt-get install default-jre-headless)")
+    try:
+        data = _reasoner_input(ctx.workspace)
+    except KnowledgeBaseError as exc:
+        return [ctx.finding("owl-reasoner-input", exc.message)]
+    world = owlready2.World()
+    try:
+        onto = world.get_ontology("urn:b12kg:check")
+        onto.load(fileobj=io.BytesIO(data), format="ntriples")
+        try:
+            owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0,
+                                           ignore_unsupported_datatypes=True)
+        except owlready2.OwlReadyInconsistentOntologyError:
+            return [ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists)",
+                                file=ctx.rel(ctx.kb.ontology_files[next(iter(ctx.kb.ontology_files))]))]
+        except owlready2.OwlReadyJavaError as exc:
+            raise ReasonerError(f"HermiT failed: {_java_message(exc)}") from None
+        unsat = sorted({c.iri for c in world.inconsistent_classes() if getattr(c, "iri", None)})
+    finally:
+        world.close()
+    out = []
+    for iri in unsat:
+        if not iri.startswith(PROJECT_NAMESPACES):
+            continue
+        axioms = _axioms_involving(ctx, iri)
+        file, line = ctx.locate(iri)
+        listed = "; ".join(axioms[:6]) if axioms else "no asserted axioms: it is unsatisfiable through its superclasses"
+        out.append(ctx.finding("owl-unsatisfiable-class", f"{ctx.compact(iri)} is unsatisfiable; axioms involved: {listed}",
+                               file=file, line=line, entity=iri))
+    return out
+
+
+def _axioms_involving(ctx: Context, iri: str) -> list[str]:
+    preds = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjointWith"}
+    out = []
+    for t in ctx.ontology_triples:
+        if t.predicate.value in preds and iri in (t.subject.value, t.object.value):
+            where_iri = t.subject.value if isinstance(t.subject, ox.NamedNode) else iri
+            file, line = ctx.locate(where_iri)
+            text = f"{ctx.compact(t.subject.value) if isinstance(t.subject, ox.NamedNode) else '[...]'} " \
+                   f"{ctx.compact(t.predicate.value)} " \
+                   f"{ctx.compact(t.object.value) if isinstance(t.object, ox.NamedNode) else '[...]'}"
+            out.append(f"{text} ({file}:{line})" if file else text)
+    return out
+
+
+# ------------------------------------------------------------------------------------ shacl
+def stage_shacl(ctx: Context) -> list[Finding]:
+    import pyshacl
+    import rdflib
+
+    shapes_path = ctx.kb.shapes_dir / GUIDELINE_SHAPES
+    if not shapes_path.is_file():
+        raise KnowledgeBaseError(f"{shapes_path}: guideline shapes not found")
+    if shapes_path in ctx.broken_turtle:
+        return [ctx.finding("check-stage-skipped", f"{GUIDELINE_SHAPES} does not parse: guideline shapes not run")]
+    shapes = rdflib.Graph().parse(shapes_path, format="turtle")
+    data = rdflib.Graph()
+    data.parse(data=ox.serialize(ctx.ontology_triples, format=ox.RdfFormat.N_TRIPLES).decode("utf-8"), format="nt")
+    _, report, _ = pyshacl.validate(data, shacl_graph=shapes, inference="none", advanced=True)
+    sh = rdflib.Namespace(SH)
+    out = []
+    for result in report.subjects(rdflib.RDF.type, sh.ValidationResult):
+        focus = report.value(result, sh.focusNode)
+        source = report.value(result, sh.sourceShape)
+        severity = report.value(result, sh.resultSeverity)
+        message = report.value(result, sh.resultMessage)
+        path = report.value(result, sh.resultPath)
+        value = report.value(result, sh.value)
+        shape_id = str(source).rsplit("#", 1)[-1] if isinstance(source, rdflib.URIRef) else "shape"
+        fix = shapes.value(source, rdflib.RDFS.comment) if source is not None else None
+        file, line = ctx.locate(str(focus))
+        sev = {"Violation": Severity.ERROR, "Warning": Severity.WARN, "Info": Severity.INFO}[str(severity).rsplit("#", 1)[-1]]
+        detail = f" ({ctx.compact(str(path))}" + (f" = {value}" if value is not None and value != focus else "") + ")" \
+            if path is not None else ""
+        out.append(Finding(check_id=f"shacl-{shape_id}", severity=sev, stage="shacl",
+                           message=f"{ctx.compact(str(focus))}: {message}{detail}", file=file, line=line,
+                           entity=str(focus), fix=str(fix) if fix else "Add the missing value in the focus node's definition."))
+    out.sort(key=lambda f: (f.check_id, f.file or "", f.line or 0))
+    return out
+
+
+# ------------------------------------------------------------------------------------ qc
+_HEADER = re.compile(r"^#\+\s*(\w[\w-]*)\s*:\s*(.*)$")
+
+
+def query_header(text: str) -> dict[str, str]:
+    """The ``#+ key: value`` lines at the top of a query (continuation lines ``#+   ...`` are joined)."""
+    header: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            if line.strip():
+                break
+            continue
+        match = _HEADER.match(line)
+        if match:
+            last = match.group(1).lower()
+            header[last] = match.group(2).strip()
+        elif last and line.startswith("#+"):
+            header[last] += " " + line[2:].strip()
+    return header
+
+
+def stage_qc(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    for path in sorted((ctx.kb.queries_dir / "qc").glob("*-violation.rq")):
+        text = path.read_text(encoding="utf-8")
+        header = query_header(text)
+        check_id = "qc-" + path.name[: -len("-violation.rq")]
+        try:
+            severity = Severity(header.get("severity", "ERROR").upper())
+        except ValueError:
+            out.append(Finding(check_id, Severity.ERROR, "qc", f"unknown severity {header.get('severity')!r}",
+                               file=ctx.rel(path), line=1, fix="Use ERROR, WARN or INFO."))
+            continue
+        try:
+            rows = ctx.workspace.select_text(text)
+        except (SyntaxError, ValueError, OSError) as exc:
+            out.append(Finding(check_id, Severity.ERROR, "qc", f"query failed: {exc}", file=ctx.rel(path),
+                               fix="Correct the query."))
+            continue
+        for row in rows:
+            entity = row.get("entity")
+            iri = entity.value if entity is not None else ""
+            file, line = ctx.locate(iri) if isinstance(entity, ox.NamedNode) else (None, None)
+            prop = row.get("property")
+            value = row.get("value")
+            evidence = ""
+            if prop is not None:
+                evidence += f" {ctx.compact(prop.value)}"
+            if value is not None:
+                evidence += f" {ctx.compact(value.value) if isinstance(value, ox.NamedNode) else repr(value.value)}"
+            out.append(Finding(check_id, severity, "qc",
+                               f"{ctx.compact(iri) if iri else '(no entity)'}:{evidence} - {header.get('summary', '')}".strip(),
+                               file=file, line=line, entity=iri or None,
+                               fix=header.get("fix") or "See the query header."))
+    out += _undeclared_in_queries(ctx)
+    return out
+
+
+_PREFIX_DECL = re.compile(r"(?:PREFIX|@prefix)\s+([\w-]*):\s*<([^>]*)>", re.IGNORECASE)
+
+
+def _undeclared_in_queries(ctx: Context) -> list[Finding]:
+    known = ctx.declared
+    out = []
+    files = sorted(ctx.kb.queries_dir.rglob("*.rq")) + [
+        p for p in ctx.kb.shape_files() if p.name == GUIDELINE_SHAPES or p not in ctx.broken_turtle
+    ]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        prefixes = {p: ns for p, ns in _PREFIX_DECL.findall(text) if ns in PROJECT_NAMESPACES}
+        patterns = [(re.compile(rf"<({re.escape(ns)}[^>\s]*)>"), None) for ns in PROJECT_NAMESPACES]
+        patterns += [(re.compile(rf"(?<![\w:#/<-]){re.escape(p)}:([A-Za-z_][\w.-]*)"), ns) for p, ns in prefixes.items()]
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.lstrip().startswith("#") or _PREFIX_DECL.search(line):
+                continue
+            for pattern, ns in patterns:
+                for match in pattern.finditer(line):
+                    iri = (ns or "") + match.group(1).rstrip(".")
+                    if iri not in known:
+                        out.append(ctx.finding("qc-query-undeclared-iri",
+                                               f"{ctx.compact(iri)} is not declared in the ontology",
+                                               file=ctx.rel(path), line=number, column=match.start() + 1, entity=iri))
+    return out
+
+
+# ------------------------------------------------------------------------------------ logic
+def stage_logic(ctx: Context) -> list[Finding]:
+    from b12kg import scenarios as sc
+
+    out: list[Finding] = []
+    all_bands = sc.bands(ctx.workspace)
+    for analyte, items in sorted(all_bands.items()):
+        out += _band_findings(ctx, analyte, items)
+    if any(f.severity is Severity.ERROR for f in out):
+        out.append(ctx.finding("check-stage-skipped", "scenarios not evaluated: the bands are broken"))
+        return out
+    try:
+        space = sc.ScenarioSpace.from_kb(ctx.kb)
+        chosen = list(space.scenarios()) if ctx.strength is None else sc.covering(space, ctx.strength)
+        decisions = sc.evaluate(ctx.kb, chosen, as_of=ctx.as_of, batch_size=300)
+    except KnowledgeBaseError as exc:
+        return out + [ctx.finding("logic-evaluation-failed", exc.message)]
+    except (SyntaxError, ValueError, OSError) as exc:
+        return out + [ctx.finding("logic-evaluation-failed", f"a pipeline query failed: {exc}")]
+    ctx.scenario_count = len(decisions)
+    out += _decision_findings(ctx, decisions, space)
+    if ctx.scenarios_out is not None:
+        _write_csv(ctx, decisions, space)
+    return out
+
+
+def _band_findings(ctx: Context, analyte: str, items) -> list[Finding]:
+    out = []
+    name = ctx.compact(analyte)
+
+    def where(band) -> dict:
+        file, line = ctx.locate(band.iri)
+        return {"file": file, "line": line, "entity": band.iri}
+
+    def show(v) -> str:
+        return "open" if v is None else str(v)
+
+    for band in items:
+        for threshold, value in ((band.lower, band.lower_value), (band.upper, band.upper_value)):
+            if threshold and value is None:
+                out.append(ctx.finding("logic-band-gap", f"{ctx.compact(band.iri)}: threshold {ctx.compact(threshold)} "
+                                       "has no b12:thresholdValue", **where(band)))
+        for threshold, unit in ((band.lower, band.lower_unit), (band.upper, band.upper_unit)):
+            if threshold and band.unit and unit != band.unit:
+                out.append(ctx.finding("logic-band-unit", f"{ctx.compact(band.iri)}: threshold {ctx.compact(threshold)} "
+                                       f"is in {unit!r}, the canonical unit of {name} is {band.unit!r}",
+                                       **where(band)))
+    for a, b in zip(items, items[1:]):
+        lo_b, hi_a = b.lower_value, a.upper_value
+        if hi_a is None or lo_b is None or hi_a > lo_b:
+            out.append(ctx.finding(
+                "logic-band-overlap",
+                f"{name}: {ctx.compact(a.iri)} [{show(a.lower_value)}, {show(hi_a)}) and {ctx.compact(b.iri)} "
+                f"[{show(lo_b)}, {show(b.upper_value)}) overlap", **where(b)))
+        elif hi_a < lo_b:
+            out.append(ctx.finding(
+                "logic-band-gap",
+                f"{name}: no band covers [{hi_a}, {lo_b}) between {ctx.compact(a.iri)} and {ctx.compact(b.iri)}",
+                **where(b)))
+    if items and items[0].lower_value is not None:
+        out.append(ctx.finding("logic-band-gap", f"{name}: no band covers values below {items[0].lower_value}",
+                               **where(items[0])))
+    if items and items[-1].upper_value is not None and not any(i.upper_value is None for i in items):
+        out.append(ctx.finding("logic-band-gap", f"{name}: no band covers values at or above {items[-1].upper_value}",
+                               **where(items[-1])))
+    return out
+
+
+def _common(decisions) -> str:
+    if not decisions:
+        return ""
+    first = decisions[0].scenario.values()
+    same = {k: v for k, v in first.items() if all(d.scenario.values()[k] == v for d in decisions)}
+    return ", ".join(f"{k}={v}" for k, v in same.items())
+
+
+def _decision_findings(ctx: Context, decisions, space) -> list[Finding]:
+    out: list[Finding] = []
+    groups: dict[tuple, list] = defaultdict(list)
+    for d in decisions:
+        if d.is_gap:
+            groups[("logic-gap", d.scenario.values()["b12"])].append(d)
+        if len(d.selected) > 1:
+            groups[("logic-conflict-regimens", tuple(d.selected))].append(d)
+        for regimen, product in d.contraindicated_selected:
+            groups[("logic-conflict-contraindicated", regimen, product)].append(d)
+        if d.in_scope and d.not_covered:
+            groups[("logic-scope-contradiction", tuple(d.not_covered))].append(d)
+    for key, items in sorted(groups.items(), key=lambda kv: kv[0]):
+        check_id = key[0]
+        example = items[0].scenario
+        common = _common(items)
+        scope = f"{len(items)} scenario(s)" + (f" with {common}" if common else "")
+        if check_id == "logic-gap":
+            entity = None
+            message = (f"{scope}: in scope={items[0].in_scope}, no selected regimen and no not-covered reason; "
+                       f"e.g. {example.id}: {_describe(example)}")
+            file, line = ctx.rel(ctx.kb.ontology_files.get("https://w3id.org/b12kg/guideline",
+                                                           ctx.ontology_paths[0])), None
+        elif check_id == "logic-conflict-regimens":
+            entity = key[1][0]
+            message = f"{scope}: {len(key[1])} selected regimens ({', '.join(ctx.compact(r) for r in key[1])}); " \
+                      f"e.g. {example.id}: {_describe(example)}"
+            file, line = ctx.locate(entity)
+        elif check_id == "logic-conflict-contraindicated":
+            entity = key[1]
+            message = (f"{scope}: selected regimen {ctx.compact(key[1])} gives {ctx.compact(key[2])}, contraindicated by "
+                       f"{', '.join(ctx.compact(c) for c in items[0].contraindicated[key[2]])}; "
+                       f"e.g. {example.id}: {_describe(example)}")
+            file, line = ctx.locate(entity)
+        else:
+            entity = key[1][0]
+            message = f"{scope}: in scope but not covered by {', '.join(ctx.compact(c) for c in key[1])}; " \
+                      f"e.g. {example.id}: {_describe(example)}"
+            file, line = ctx.locate(entity)
+        out.append(ctx.finding(check_id, message, file=file, line=line, entity=entity))
+    return out
+
+
+def _describe(scenario) -> str:
+    return ", ".join(f"{k}={v}" for k, v in scenario.values().items())
+
+
+def _write_csv(ctx: Context, decisions, space) -> None:
+    def names(iris: Iterable[str]) -> str:
+        return "; ".join(ctx.compact(i) for i in iris)
+
+    path = ctx.scenarios_out
+    assert path is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        dims = [d.name for d in space.dimensions]
+        writer.writerow(["scenario", *dims, "in_scope", "selected_regimens", "alternative_regimens",
+                         "not_covered", "contraindicated_products", "missing_data", "gap", "conflict"])
+        for d in decisions:
+            values = d.scenario.values()
+            conflict = len(d.selected) > 1 or bool(d.contraindicated_selected)
+            writer.writerow([d.scenario.id, *(values[k] for k in dims), str(d.in_scope).lower(), names(d.selected),
+                             names(d.alternatives), names(d.not_covered), names(sorted(d.contraindicated)),
+                             names(d.missing), str(d.is_gap).lower(), str(conflict).lower()])
+
+
+# ------------------------------------------------------------------------------------ competency
+def _render_term(term, prefixes: dict[str, str]) -> str:
+    if isinstance(term, ox.NamedNode):
+        for prefix, ns in sorted(prefixes.items(), key=lambda kv: -len(kv[1])):
+            if term.value.startswith(ns):
+                return f"{prefix}:{term.value[len(ns):]}"
+        return term.value
+    if term is None:
+        return ""
+    return _normal_value(term.value)
+
+
+def _normal_value(text: str) -> str:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    if not number.is_finite():
+        return text
+    normal = number.normalize()
+    return format(normal, "f") if normal == normal.to_integral_value() or abs(normal.as_tuple().exponent) < 20 else text
+
+
+def stage_competency(ctx: Context) -> list[Finding]:
+    out: list[Finding] = []
+    for path in sorted((ctx.kb.queries_dir / "competency").glob("*.rq")):
+        expected_path = path.with_suffix(".expected.csv")
+        rel = ctx.rel(path)
+        if not expected_path.is_file():
+            out.append(ctx.finding("cq-no-expected", f"{path.stem}: no expected answer {expected_path.name}", file=rel))
+            continue
+        text = path.read_text(encoding="utf-8")
+        prefixes = {p: ns for p, ns in _PREFIX_DECL.findall(text)}
+        try:
+            solutions = ctx.workspace.store.query(text, use_default_graph_as_union=True)
+            variables = [v.value for v in solutions.variables]
+            actual = [[_render_term(s[v], prefixes) for v in variables] for s in solutions]
+        except (SyntaxError, ValueError, OSError) as exc:
+            out.append(ctx.finding("cq-error", f"{path.stem}: {exc}", file=rel))
+            continue
+        with expected_path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        erel = ctx.rel(expected_path)
+        header, expected = (rows[0], rows[1:]) if rows else ([], [])
+        if header != variables:
+            out.append(ctx.finding("cq-mismatch", f"{path.stem}: expected columns {header}, the query returns {variables}",
+                                   file=erel, line=1))
+            continue
+        expected_norm = [[_normal_value(v) for v in row] for row in expected]
+        remaining = list(actual)
+        for number, row in enumerate(expected_norm, start=2):
+            if row in remaining:
+                remaining.remove(row)
+            else:
+                out.append(ctx.finding("cq-mismatch", f"{path.stem}: expected row {row} is not in the answer",
+                                       file=erel, line=number))
+        for row in remaining:
+            out.append(ctx.finding("cq-mismatch", f"{path.stem}: the answer has an unexpected row {row}", file=erel))
+    return out
+
+
+# ------------------------------------------------------------------------------------ running
+_STAGE_FUNCS: dict[str, Callable[[Context], list[Finding]]] = {
+    "syntax": stage_syntax,
+    "owl": stage_owl,
+    "shacl": stage_shacl,
+    "qc": stage_qc,
+    "logic": stage_logic,
+    "competency": stage_competency,
+}
+
+
+def run_checks(
+    root: Path | None = None,
+    *,
+    stages: Iterable[str] | None = None,
+    as_of: date | None = None,
+    strength: int | None = 4,
+    scenarios_out: Path | None = None,
+) -> CheckReport:
+    """Run the stages over the knowledge base in ``root`` (default: the project's own).
+
+    ``strength``: scenarios cover every combination of values of any ``strength`` dimensions;
+    ``None`` evaluates the full cross product (always the case with ``scenarios_out``).
+    Raises :class:`KnowledgeBaseError` when ``root`` is not a knowledge-base folder.
+    """
+    kb = KnowledgeBase(Path(root)) if root is not None else KnowledgeBase()
+    missing = [d for d in ("ontology", "shapes", "queries") if not (kb.root / d).is_dir()]
+    if not kb.root.is_dir():
+        raise KnowledgeBaseError(f"{kb.root}: no such folder")
+    if missing:
+        raise KnowledgeBaseError(f"{kb.root}: not a knowledge-base folder (missing {', '.join(m + '/' for m in missing)})")
+    selected = list(STAGES) if stages is None else [s for s in STAGES if s in set(stages)]
+    unknown = set(stages or ()) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))} (known: {', '.join(STAGES)})")
+    ctx = Context(kb, as_of=as_of or date.today(), strength=None if scenarios_out else strength,
+                  scenarios_out=scenarios_out)
+    report = CheckReport(root=kb.root, stages=selected)
+    syntax_broken = False
+    for stage in selected:
+        started = time.perf_counter()
+        try:
+            if stage != "syntax" and syntax_broken:
+                report.findings.append(ctx.finding("check-stage-skipped",
+                                                   f"stage {stage} skipped: the ontology or catalog does not parse"))
+                continue
+            found = _STAGE_FUNCS[stage](ctx)
+            report.findings += found
+            if stage == "syntax":
+                syntax_broken = any(f.check_id in ("syntax-turtle", "syntax-catalog") and
+                                    not (f.file or "").startswith("shapes/") for f in found)
+        except ReasonerError as exc:
+            report.could_not_run = True
+            report.findings.append(ctx.finding("check-stage-crashed", f"stage {stage}: {exc.message}"))
+        except KnowledgeBaseError as exc:
+            report.findings.append(ctx.finding("check-stage-crashed", f"stage {stage}: {exc.message}",
+                                               fix="Follow the message: the knowledge base is missing a part this stage needs."))
+        except B12kgError as exc:
+            report.could_not_run = True
+            report.findings.append(ctx.finding("check-stage-crashed", f"stage {stage}: {exc.message}"))
+        finally:
+            report.timings[stage] = time.perf_counter() - started
+    report.scenario_count = ctx.scenario_count
+    return report

@@ -1,0 +1,473 @@
+"""Patient scenarios: every combination of the patient states the guideline distinguishes.
+
+The dimensions and their values are read from the knowledge base: the bands of each analyte come
+from the band classes and their thresholds (a sample value is chosen inside each band), the codes
+from the terminology module, result ages from the result-currency policy. No guideline number is
+written here, so a changed threshold changes the scenarios with it.
+
+:func:`build_patient` turns one scenario into patient RDF in the same vocabulary as
+``examples/patients/seed-case.ttl``; :func:`evaluate` runs the real pipeline (normalise, classify,
+derive, schedule from :mod:`b12kg.derive`) over many scenarios at once in one workspace.
+
+>>> from b12kg.kb import KnowledgeBase
+>>> space = ScenarioSpace.from_kb(KnowledgeBase())
+>>> [d.name for d in space.dimensions][:3]
+['b12', 'homocysteine', 'renal']
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pyoxigraph as ox
+
+from b12kg.derive import days_per_unit, derive, normalise, schedule
+from b12kg.engine import Workspace
+from b12kg.errors import KnowledgeBaseError
+from b12kg.kb import KnowledgeBase
+from b12kg.reason import classify_rules
+
+__all__ = [
+    "Band",
+    "Decision",
+    "Dimension",
+    "Fact",
+    "Level",
+    "Scenario",
+    "ScenarioSpace",
+    "bands",
+    "build_patient",
+    "evaluate",
+]
+
+B12 = "https://w3id.org/b12kg/ontology#"
+RDF_TYPE = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+XSD = "http://www.w3.org/2001/XMLSchema#"
+XSD_DATE = ox.NamedNode(XSD + "date")
+NOT_RECORDED = "not recorded"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+
+
+def _b12(local: str) -> ox.NamedNode:
+    return ox.NamedNode(B12 + local)
+
+
+def _local(iri: str) -> str:
+    return iri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]
+
+
+# ------------------------------------------------------------------------------------ bands
+@dataclass(frozen=True)
+class Band:
+    """A band class: canonical values in [lower, upper) of one analyte (None = open end)."""
+
+    iri: str
+    analyte: str
+    base: str | None
+    lower: str | None  #: threshold IRI
+    lower_value: Decimal | None
+    upper: str | None
+    upper_value: Decimal | None
+    unit: str | None  #: the analyte's canonical unit
+    lower_unit: str | None = None  #: the unit the lower threshold is stated in
+    upper_unit: str | None = None
+
+    @property
+    def name(self) -> str:
+        return _local(self.iri)
+
+    def sample(self) -> Decimal:
+        """A value inside the band, computed from its thresholds only."""
+        lo, hi = self.lower_value, self.upper_value
+        if lo is not None and hi is not None:
+            return (lo + hi) / 2
+        if lo is not None:
+            return lo * 2 if lo > 0 else lo + 1
+        if hi is not None:
+            return hi / 2 if hi > 0 else hi - 1
+        return Decimal(1)
+
+
+def bands(ws: Workspace) -> dict[str, list[Band]]:
+    """The band classes of each analyte (analyte IRI -> bands sorted by lower bound, open first)."""
+    out: dict[str, list[Band]] = defaultdict(list)
+    for row in ws.select("check/bands"):
+        def value(key: str) -> Decimal | None:
+            return Decimal(row[key].value) if key in row else None
+
+        out[row["analyte"].value].append(
+            Band(
+                iri=row["band"].value,
+                analyte=row["analyte"].value,
+                base=row["base"].value if "base" in row else None,
+                lower=row["lower"].value if "lower" in row else None,
+                lower_value=value("lowerValue"),
+                upper=row["upper"].value if "upper" in row else None,
+                upper_value=value("upperValue"),
+                unit=row["canonicalUnit"].value if "canonicalUnit" in row else None,
+                lower_unit=row["lowerUnit"].value if "lowerUnit" in row else None,
+                upper_unit=row["upperUnit"].value if "upperUnit" in row else None,
+            )
+        )
+    for items in out.values():
+        items.sort(key=lambda b: (b.lower_value is not None, b.lower_value or 0, b.iri))
+    return dict(out)
+
+
+# ------------------------------------------------------------------------------------ facts
+@dataclass(frozen=True)
+class Fact:
+    """One clinical fact of a scenario, in the patient vocabulary."""
+
+    kind: str  #: "lab", "condition", "administration", "neuro", "preference"
+    key: str  #: a short local name for the fact's IRI
+    properties: tuple[tuple[str, object], ...] = ()  #: (b12 property local name, value)
+    age_days: int = 0  #: how many days before the evaluation date it was recorded
+    types: tuple[str, ...] = ()  #: extra classes (IRIs) of the fact node
+
+
+@dataclass(frozen=True)
+class Level:
+    """One value of a dimension, with the facts a patient in that state has."""
+
+    name: str
+    facts: tuple[Fact, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    levels: tuple[Level, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    levels: tuple[tuple[str, Level], ...]  #: (dimension name, level), in dimension order
+
+    def values(self) -> dict[str, str]:
+        return {dim: level.name for dim, level in self.levels}
+
+
+
+_LINK = {
+    "lab": "hasLabResult",
+    "condition": "hasCondition",
+    "administration": "hasAdministration",
+    "neuro": "hasNeurologicalAssessment",
+    "preference": "hasTreatmentPreference",
+}
+_CLASS = {
+    "lab": "LabResult",
+    "condition": "Condition",
+    "administration": "MedicationAdministration",
+    "neuro": "NeurologicalAssessment",
+    "preference": "TreatmentPreference",
+}
+_DATED = {"lab": "effectiveDate", "condition": "onsetDate", "administration": "effectiveDate", "neuro": "effectiveDate"}
+
+
+def _term(value: object) -> ox.NamedNode | ox.Literal:
+    if isinstance(value, (ox.NamedNode, ox.Literal)):
+        return value
+    if isinstance(value, Decimal):
+        return ox.Literal(str(value), datatype=ox.NamedNode(XSD + "decimal"))
+    if isinstance(value, str):
+        return ox.Literal(value)
+    raise TypeError(f"cannot use {value!r} as a fact value")
+
+
+def build_patient(
+    iri_base: str, scenario: Scenario, as_of: date, *, shared_facts: bool = False
+) -> list[ox.Triple]:
+    """The patient RDF of one scenario: ``<iri_base><scenario.id>`` with one node per fact.
+
+    Stroke is recorded as a coded condition, results with code (or analyte), value, UCUM unit and
+    date, as in ``examples/patients/seed-case.ttl``. With ``shared_facts`` a fact node is named after
+    its dimension level (``<iri_base>fact-<dimension>-<level>-<key>``), so patients of one batch
+    that share a level share the node: each patient's data is unchanged, the store is smaller.
+    """
+    patient = ox.NamedNode(iri_base + scenario.id)
+    triples = [ox.Triple(patient, RDF_TYPE, _b12("Patient"))]
+    for dim, level in scenario.levels:
+        for fact in level.facts:
+            if shared_facts:
+                node = ox.NamedNode(f"{iri_base}fact-{dim}-{_slug(level.name)}-{fact.key}")
+            else:
+                node = ox.NamedNode(f"{iri_base}{scenario.id}-{fact.key}")
+            triples.append(ox.Triple(patient, _b12(_LINK[fact.kind]), node))
+            triples.append(ox.Triple(node, RDF_TYPE, _b12(_CLASS[fact.kind])))
+            for cls in fact.types:
+                triples.append(ox.Triple(node, RDF_TYPE, ox.NamedNode(cls)))
+            for prop, value in fact.properties:
+                triples.append(ox.Triple(node, _b12(prop), _term(value)))
+            if fact.kind in _DATED:
+                day = ox.Literal((as_of - timedelta(days=fact.age_days)).isoformat(), datatype=XSD_DATE)
+                triples.append(ox.Triple(node, _b12(_DATED[fact.kind]), day))
+    return triples
+
+
+# ------------------------------------------------------------------------------------ the space
+@dataclass
+class ScenarioSpace:
+    """The dimensions of the patient state, read from one knowledge base."""
+
+    dimensions: list[Dimension]
+    bands: dict[str, list[Band]] = field(default_factory=dict)
+
+    @classmethod
+    def from_kb(cls, kb: KnowledgeBase) -> ScenarioSpace:
+        ws = Workspace(kb)
+        all_bands = bands(ws)
+        stale_days = _max_result_age_days(ws) + 1
+
+        def lab(analyte: str, key: str, value: Decimal, age: int = 0, interpretation: str | None = None) -> Fact:
+            code, unit = _analyte_code(ws, analyte)
+            props: list[tuple[str, object]] = [("code", ox.NamedNode(code)) if code else ("analyte", ox.NamedNode(analyte))]
+            props += [("value", value), ("unit", unit)]
+            if interpretation:
+                props.append(("interpretation", _b12(interpretation)))
+            return Fact("lab", key, tuple(props), age)
+
+        def band_levels(analyte_local: str, key: str) -> list[Level]:
+            analyte = B12 + analyte_local
+            found = all_bands.get(analyte)
+            if not found:
+                raise KnowledgeBaseError(f"no band classes with b12:bandOf b12:{analyte_local} in the ontology")
+            return [Level(b.name, (lab(analyte, key, b.sample()),)) for b in found]
+
+        b12_levels = band_levels("serum-b12", "b12")
+        stale = b12_levels[0].facts[0]
+        b12_levels += [
+            Level(NOT_RECORDED),
+            Level("older than the result-currency policy", (Fact("lab", "b12", stale.properties, stale_days),)),
+        ]
+        hcy_levels = band_levels("homocysteine", "homocysteine") + [Level(NOT_RECORDED)]
+        renal_levels = [
+            Level("renal impairment diagnosis", (_condition(ws, "RenalImpairment", "renal"),)),
+            *band_levels("egfr", "egfr"),
+            Level(NOT_RECORDED),
+        ]
+        neuro_levels = [
+            Level(status, (Fact("neuro", "neuro", (("symptomStatus", _b12(status)),)),)) for status in ("present", "absent")
+        ] + [Level(NOT_RECORDED)]
+        dose = ws.select("check/route-dose", {"route": _b12("intramuscular")})
+        dose_props: tuple[tuple[str, object], ...] = ()
+        if dose:
+            dose_props = (("doseValue", Decimal(dose[0]["doseValue"].value)), ("doseUnit", dose[0]["doseUnit"].value))
+        injection_levels = [Level("none")] + [
+            Level(
+                f"{substance} IM",
+                (Fact("administration", "injection",
+                      (("substance", _b12(substance)), *dose_props, ("route", _b12("intramuscular")))),),
+            )
+            for substance in ("cyanocobalamin", "hydroxocobalamin")
+        ]
+        oral_levels = [
+            Level("prefers oral", (Fact("preference", "preference", (("preferredRoute", _b12("oral")),)),)),
+            Level(NOT_RECORDED),
+        ]
+        folate = B12 + "folate"
+        folate_levels = [
+            Level(f"flagged {flag}", (lab(folate, "folate", Decimal(1), interpretation=flag),))
+            for flag in ("belowReferenceRange", "withinReferenceRange")
+        ] + [Level(NOT_RECORDED)]
+        stroke_levels = [Level("stroke", (_condition(ws, "Stroke", "stroke"),)), Level("no stroke")]
+        dims = [
+            Dimension("b12", tuple(b12_levels)),
+            Dimension("homocysteine", tuple(hcy_levels)),
+            Dimension("renal", tuple(renal_levels)),
+            Dimension("neuro", tuple(neuro_levels)),
+            Dimension("prior_injection", tuple(injection_levels)),
+            Dimension("oral_preference", tuple(oral_levels)),
+            Dimension("folate", tuple(folate_levels)),
+            Dimension("stroke", tuple(stroke_levels)),
+        ]
+        return cls(dimensions=dims, bands=all_bands)
+
+    def __len__(self) -> int:
+        return math.prod(len(d.levels) for d in self.dimensions)
+
+    def scenarios(self) -> Iterator[Scenario]:
+        """Every combination, in a stable order, with ids ``s0001``, ``s0002``…"""
+        width = max(4, len(str(len(self))))
+        names = [d.name for d in self.dimensions]
+        for number, combo in enumerate(itertools.product(*(d.levels for d in self.dimensions)), start=1):
+            yield Scenario(id=f"s{number:0{width}d}", levels=tuple(zip(names, combo)))
+
+
+def _max_result_age_days(ws: Workspace) -> int:
+    policy = ws.select("schedule/result-currency")
+    if len(policy) != 1:
+        raise KnowledgeBaseError(f"expected one result currency policy in the ontology, found {len(policy)}")
+    return math.floor(Decimal(policy[0]["maxAge"].value) * days_per_unit(ws, policy[0]["maxAgeUnit"].value))
+
+
+def _analyte_code(ws: Workspace, analyte: str) -> tuple[str | None, str]:
+    rows = ws.select("check/analyte-codes", {"analyte": ox.NamedNode(analyte)})
+    if not rows:
+        raise KnowledgeBaseError(f"analyte <{analyte}> has no canonical unit")
+    code = rows[0].get("code")
+    return (code.value if code is not None else None), rows[0]["canonicalUnit"].value
+
+
+def _condition(ws: Workspace, class_local: str, key: str) -> Fact:
+    rows = ws.select("check/condition-codes", {"class": _b12(class_local)})
+    if rows:
+        return Fact("condition", key, (("code", rows[0]["code"]),))
+    return Fact("condition", key, (), types=(B12 + class_local,))  # no coded value set: the class itself
+
+
+# ------------------------------------------------------------------------------------ evaluation
+@dataclass
+class Decision:
+    """What the derivation decided for one scenario."""
+
+    scenario: Scenario
+    in_scope: bool = False
+    selected: list[str] = field(default_factory=list)  #: regimen IRIs
+    alternatives: list[str] = field(default_factory=list)
+    products: dict[str, str] = field(default_factory=dict)  #: regimen IRI -> product IRI
+    not_covered: list[str] = field(default_factory=list)  #: scope exclusion IRIs
+    contraindicated: dict[str, list[str]] = field(default_factory=dict)  #: product -> contraindications
+    missing: list[str] = field(default_factory=list)  #: missing-data rule IRIs
+
+    @property
+    def is_gap(self) -> bool:
+        """Neither a maintenance decision (in scope, a selected regimen) nor a not-covered reason."""
+        return not (self.in_scope and self.selected) and not self.not_covered
+
+    @property
+    def contraindicated_selected(self) -> list[tuple[str, str]]:
+        """(regimen, product) pairs where a selected regimen's product is contraindicated."""
+        return [(r, self.products[r]) for r in self.selected if self.products.get(r) in self.contraindicated]
+
+
+SCENARIO_IRI_BASE = "urn:b12kg:scenario:"
+
+
+def evaluate(
+    kb: KnowledgeBase,
+    scenarios: Iterable[Scenario],
+    *,
+    as_of: date,
+    batch_size: int = 2000,
+) -> list[Decision]:
+    """Run the real pipeline over the scenarios, ``batch_size`` patients per workspace."""
+    decisions: list[Decision] = []
+    batch: list[Scenario] = []
+    for scenario in scenarios:
+        batch.append(scenario)
+        if len(batch) >= batch_size:
+            decisions += _evaluate_batch(kb, batch, as_of)
+            batch = []
+    if batch:
+        decisions += _evaluate_batch(kb, batch, as_of)
+    return decisions
+
+
+def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, shared_facts: bool = True) -> list[Decision]:
+    ws = Workspace(kb)
+    triples: list[ox.Triple] = []
+    for scenario in batch:
+        triples += build_patient(SCENARIO_IRI_BASE, scenario, as_of, shared_facts=shared_facts)
+    ws.add_triples("patients", triples)
+    normalise(ws, as_of)
+    classify_rules(ws)
+    derive(ws, as_of)
+    schedule(ws, as_of)
+    by_iri = {SCENARIO_IRI_BASE + s.id: Decision(scenario=s) for s in batch}
+    for row in ws.select("check/scenario-decisions"):
+        decision = by_iri.get(row["patient"].value)
+        if decision is None:
+            continue
+        kind = row["kind"].value
+        item = row["item"].value if "item" in row else None
+        if kind == "in-scope":
+            decision.in_scope = True
+        elif kind == "regimen" and item:
+            status = _local(row["status"].value)
+            target = decision.selected if status == "selected" else decision.alternatives
+            if item not in target:
+                target.append(item)
+            if "product" in row:
+                decision.products[item] = row["product"].value
+        elif kind == "not-covered" and item:
+            decision.not_covered.append(item)
+        elif kind == "contraindicated" and item:
+            decision.contraindicated.setdefault(item, []).append(row["source"].value)
+        elif kind == "missing" and item:
+            decision.missing.append(item)
+    out = list(by_iri.values())
+    for d in out:
+        d.selected.sort()
+        d.alternatives.sort()
+        d.not_covered.sort()
+        d.missing.sort()
+    return out
+
+
+# ------------------------------------------------------------------------------------ covering sets
+def covering(space: ScenarioSpace, strength: int = 4, *, seed: int = 12) -> list[Scenario]:
+    """Scenarios in which every combination of values of any ``strength`` dimensions occurs at least
+    once (a greedy covering array, AETG style; deterministic for a given seed).
+
+    With ``strength`` equal to the number of dimensions this is the full cross product.
+    """
+    import random
+
+    dims = space.dimensions
+    sizes = [len(d.levels) for d in dims]
+    k = len(dims)
+    if strength >= k:
+        return list(space.scenarios())
+    combos = list(itertools.combinations(range(k), strength))
+    uncovered = {(c, vals) for c in combos for vals in itertools.product(*(range(sizes[i]) for i in c))}
+    by_dim = {i: [c for c in combos if i in c] for i in range(k)}
+    rng = random.Random(seed)
+    rows: list[tuple[int, ...]] = []
+    while uncovered:
+        best_row, best_gain = None, -1
+        for _ in range(3):
+            order = list(range(k))
+            rng.shuffle(order)
+            row: dict[int, int] = {}
+            for dim in order:
+                best_level, best_count = 0, -1
+                for level in rng.sample(range(sizes[dim]), sizes[dim]):
+                    row[dim] = level
+                    count = sum(
+                        1
+                        for c in by_dim[dim]
+                        if all(i in row for i in c) and (c, tuple(row[i] for i in c)) in uncovered
+                    )
+                    if count > best_count:
+                        best_level, best_count = level, count
+                row[dim] = best_level
+            full = tuple(row[i] for i in range(k))
+            gain = sum(1 for c in combos if (c, tuple(full[i] for i in c)) in uncovered)
+            if gain > best_gain:
+                best_row, best_gain = full, gain
+        assert best_row is not None
+        if best_gain == 0:  # cannot happen while tuples are uncovered, but never loop forever
+            break
+        rows.append(best_row)
+        uncovered -= {(c, tuple(best_row[i] for i in c)) for c in combos}
+    index = {combo: n for n, combo in enumerate(itertools.product(*(range(s) for s in sizes)), start=1)}
+    width = max(4, len(str(len(space))))
+    names = [d.name for d in dims]
+    out = []
+    for row in sorted(rows, key=lambda r: index[r]):
+        levels = tuple((names[i], dims[i].levels[row[i]]) for i in range(k))
+        out.append(Scenario(id=f"s{index[row]:0{width}d}", levels=levels))
+    return out
