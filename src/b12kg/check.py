@@ -516,7 +516,7 @@ def stage_qc(ctx: Context) -> list[Finding]:
             if value is not None:
                 evidence += f" {ctx.compact(value.value) if isinstance(value, ox.NamedNode) else repr(value.value)}"
             out.append(Finding(check_id, severity, "qc",
-                               f"{ctx.compact(iri) if iri else '(no entity)'}:{evidence} - {header.get('summary', '')}".strip(),
+                               f"{ctx.compact(iri) if iri else '(no entity)'}:{evidence}",
                                file=file, line=line, entity=iri or None,
                                fix=header.get("fix") or "See the query header."))
     out += _undeclared_in_queries(ctx)
