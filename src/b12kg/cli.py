@@ -84,6 +84,10 @@ from b12kg.fhir_cli import import_fhir_command  # noqa: E402  (FHIR R4 import, i
 
 app.command("import-fhir")(import_fhir_command)
 
+from b12kg.check_cli import check_command  # noqa: E402  (quality gate over the knowledge base, issue 3)
+
+app.command("check")(check_command)
+
 
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
