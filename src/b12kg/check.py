@@ -253,7 +253,10 @@ _CLASS_POSITIONS = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjoin
 
 
 def stage_owl(ctx: Context) -> list[Finding]:
-    return _owl_dl(ctx) + _hermit(ctx)
+    found = _owl_dl(ctx)
+    if any(f.severity is Severity.ERROR for f in found):
+        return found + [ctx.finding("check-stage-skipped", "HermiT not run: the ontology is not OWL 2 DL (see above)")]
+    return found + _hermit(ctx)
 
 
 def _owl_dl(ctx: Context) -> list[Finding]:
@@ -397,8 +400,8 @@ def _hermit(ctx: Context) -> list[Finding]:
         except owlready2.OwlReadyInconsistentOntologyError:
             return [ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists)",
                                 file=ctx.rel(ctx.kb.ontology_files[next(iter(ctx.kb.ontology_files))]))]
-        except owlready2.OwlReadyJavaError as exc:
-            raise ReasonerError(f"HermiT failed: {_java_message(exc)}") from None
+        except owlready2.OwlReadyJavaError as exc:  # HermiT rejects the input: a knowledge-base problem
+            return [ctx.finding("owl-reasoner-input", f"HermiT rejected the ontology: {_java_message(exc)}")]
         unsat = sorted({c.iri for c in world.inconsistent_classes() if getattr(c, "iri", None)})
     finally:
         world.close()
@@ -776,7 +779,7 @@ def run_checks(
     """Run the stages over the knowledge base in ``root`` (default: the project's own).
 
     ``strength``: scenarios cover every combination of values of any ``strength`` dimensions;
-    ``None`` evaluates the full cross product (always the case with ``scenarios_out``).
+    ``None`` evaluates the full cross product. ``scenarios_out``: write the evaluated scenarios as CSV.
     Raises :class:`KnowledgeBaseError` when ``root`` is not a knowledge-base folder.
     """
     kb = KnowledgeBase(Path(root)) if root is not None else KnowledgeBase()
@@ -789,8 +792,7 @@ def run_checks(
     unknown = set(stages or ()) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))} (known: {', '.join(STAGES)})")
-    ctx = Context(kb, as_of=as_of or date.today(), strength=None if scenarios_out else strength,
-                  scenarios_out=scenarios_out)
+    ctx = Context(kb, as_of=as_of or date.today(), strength=strength, scenarios_out=scenarios_out)
     report = CheckReport(root=kb.root, stages=selected)
     syntax_broken = False
     for stage in selected:

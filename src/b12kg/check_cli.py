@@ -145,7 +145,7 @@ def check_command(
         fail(f"{directory}: no such folder")
     try:
         report = run_checks(directory, stages=stage or None, as_of=day,
-                            strength=None if all_scenarios else strength, scenarios_out=scenarios_out)
+                            strength=None if (all_scenarios or scenarios_out) else strength, scenarios_out=scenarios_out)
     except ValueError as exc:
         fail(str(exc))
     except B12kgError as exc:

@@ -458,9 +458,10 @@ def covering(space: ScenarioSpace, strength: int = 4, *, seed: int = 12) -> list
             gain = sum(1 for c in combos if (c, tuple(full[i] for i in c)) in uncovered)
             if gain > best_gain:
                 best_row, best_gain = full, gain
-        assert best_row is not None
-        if best_gain == 0:  # cannot happen while tuples are uncovered, but never loop forever
-            break
+        if best_row is None or best_gain == 0:  # the greedy rows add nothing: take an uncovered tuple as is
+            combo, vals = min(uncovered)
+            fixed = dict(zip(combo, vals))
+            best_row = tuple(fixed.get(i, 0) for i in range(k))
         rows.append(best_row)
         uncovered -= {(c, tuple(best_row[i] for i in c)) for c in combos}
     index = {combo: n for n, combo in enumerate(itertools.product(*(range(s) for s in sizes)), start=1)}

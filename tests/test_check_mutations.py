@@ -1,0 +1,170 @@
+"""Seeded defects in temporary copies of the knowledge base: `check` reports each one with the right
+check id and location (mutation testing of the quality gate)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from b12kg.check import Severity, run_checks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    stages: tuple[str, ...]
+    check_id: str
+    expect_file: str
+    expect_entity: str | None = None
+    expect_line_of: str | None = None  #: text whose line in the mutated file the finding must point at
+
+
+MUTATIONS = [
+    Mutation("drop an evidence link", "ontology/guideline.ttl",
+             "    b12:hasEvidence gl:ref-6 ; dcterms:source gl:article .", "    dcterms:source gl:article .",
+             ("shacl",), "shacl-statement-evidence", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#stmt-additional-2", "gl:stmt-additional-2 a"),
+    Mutation("recommend cyanocobalamin for renal impairment", "ontology/guideline.ttl",
+             "b12:product b12:hydroxocobalamin ; b12:doseValue 1.0", "b12:product b12:cyanocobalamin ; b12:doseValue 1.0",
+             ("logic",), "logic-conflict-contraindicated", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#regimen-hydroxocobalamin-im", "gl:regimen-hydroxocobalamin-im a"),
+    Mutation("make two B12 bands overlap", "ontology/b12kg.ttl",
+             "    b12:upperThreshold <https://w3id.org/b12kg/guideline#threshold-b12-metabolic> .",
+             "    b12:upperThreshold <https://w3id.org/b12kg/guideline#threshold-b12-stroke-risk> .",
+             ("logic",), "logic-band-overlap", "ontology/b12kg.ttl"),
+    Mutation("leave a B12 band without a decision", "ontology/guideline.ttl",
+             "gl:exclusion-b12-normal-untreated a owl:NamedIndividual , b12:ScopeExclusion ;",
+             "gl:exclusion-b12-normal-untreated a owl:NamedIndividual ;",
+             ("logic",), "logic-gap", "ontology/guideline.ttl"),
+    Mutation("delete a label", "ontology/b12kg.ttl",
+             '    rdfs:label "folate" ; b12:canonicalUnit "nmol/L" .', '    b12:canonicalUnit "nmol/L" .',
+             ("qc",), "qc-missing-label", "ontology/b12kg.ttl",
+             "https://w3id.org/b12kg/ontology#folate", "b12:folate a"),
+    Mutation("make a class disjoint with its parent", "ontology/b12kg.ttl",
+             "b12:IschemicStroke a owl:Class ;\n    rdfs:subClassOf b12:Stroke ;",
+             "b12:IschemicStroke a owl:Class ;\n    rdfs:subClassOf b12:Stroke ;\n    owl:disjointWith b12:Stroke ;",
+             ("owl",), "owl-unsatisfiable-class", "ontology/b12kg.ttl",
+             "https://w3id.org/b12kg/ontology#IschemicStroke", "b12:IschemicStroke a"),
+    Mutation("misspell an IRI in a query", "queries/derive/03-not-covered.rq",
+             "?exclusion a b12:ScopeExclusion .", "?exclusion a b12:ScopeExclusoin .",
+             ("qc",), "qc-query-undeclared-iri", "queries/derive/03-not-covered.rq",
+             "https://w3id.org/b12kg/ontology#ScopeExclusoin", "?exclusion a b12:ScopeExclusoin ."),
+    Mutation("give a threshold no unit", "ontology/guideline.ttl",
+             'b12:thresholdValue 10.0 ; b12:unit "umol/L" ;', "b12:thresholdValue 10.0 ;",
+             ("shacl",), "shacl-threshold-unit", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#threshold-homocysteine-target", "gl:threshold-homocysteine-target a"),
+    Mutation("break Turtle syntax", "ontology/guideline.ttl",
+             'rdfs:label "Form of Vitamin B12" ; b12:sequence 3 .', 'rdfs:label "Form of Vitamin B12" ; b12:sequence 3',
+             ("syntax",), "syntax-turtle", "ontology/guideline.ttl"),
+    Mutation("remove a regimen's interval", "ontology/guideline.ttl",
+             '    b12:intervalMin 2.0 ; b12:intervalMax 3.0 ; b12:intervalUnit "mo" ; b12:duration b12:lifelong .',
+             '    b12:intervalUnit "mo" ; b12:duration b12:lifelong .',
+             ("shacl",), "shacl-regimen-interval", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#regimen-hydroxocobalamin-im", "gl:regimen-hydroxocobalamin-im a"),
+    Mutation("change a competency question's expected answer", "queries/competency/treatment-2-regimen.expected.csv",
+             "b12:hydroxocobalamin,1,mg,b12:intramuscular,2,3,mo", "b12:hydroxocobalamin,1,mg,b12:intramuscular,2,4,mo",
+             ("competency",), "cq-mismatch", "queries/competency/treatment-2-regimen.expected.csv",
+             None, "b12:hydroxocobalamin,1,mg,b12:intramuscular,2,4,mo"),
+    Mutation("point at a missing evidence reference", "ontology/guideline.ttl",
+             "    b12:hasEvidence gl:ref-4 ; dcterms:source gl:article .",
+             "    b12:hasEvidence gl:ref-40 ; dcterms:source gl:article .",
+             ("shacl",), "shacl-statement-evidence-resolves", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#stmt-monitoring-3", "gl:stmt-monitoring-3 a"),
+    Mutation("break a query's syntax", "queries/derive/05-contraindications.rq",
+             "  ?contraindication a b12:Contraindication ; b12:product ?product .",
+             "  ?contraindication a b12:Contraindication ; b12:product ?product .\n  FILTER (",
+             ("syntax",), "syntax-sparql", "queries/derive/05-contraindications.rq"),
+    Mutation("make a property chain functional", "ontology/b12kg.ttl",
+             "b12:analyte a owl:ObjectProperty ;", "b12:analyte a owl:ObjectProperty , owl:FunctionalProperty ;",
+             ("owl",), "owl-dl-non-simple-property", "ontology/b12kg.ttl",
+             "https://w3id.org/b12kg/ontology#analyte", "b12:analyte a"),
+    Mutation("select two regimens at once", "ontology/guideline.ttl",
+             "    b12:selectedWhen b12:PatientPreferringOralTreatment ;",
+             "    b12:selectedUnless b12:PatientPreferringOralTreatment ;",
+             ("logic",), "logic-conflict-regimens", "ontology/guideline.ttl"),
+    Mutation("misspell a superclass", "ontology/b12kg.ttl",
+             "b12:HemorrhagicStroke a owl:Class ;\n    rdfs:subClassOf b12:Stroke ;",
+             "b12:HemorrhagicStroke a owl:Class ;\n    rdfs:subClassOf b12:Strok ;",
+             ("owl",), "owl-dl-undeclared", "ontology/b12kg.ttl",
+             "https://w3id.org/b12kg/ontology#Strok", "    rdfs:subClassOf b12:Strok ;"),
+    Mutation("state a threshold in the wrong unit", "ontology/guideline.ttl",
+             'b12:thresholdValue 258.0 ; b12:unit "pmol/L" ;', 'b12:thresholdValue 258.0 ; b12:unit "pg/mL" ;',
+             ("qc",), "qc-threshold-unit", "ontology/guideline.ttl",
+             "https://w3id.org/b12kg/guideline#threshold-b12-metabolic", "gl:threshold-b12-metabolic a"),
+]
+
+
+def _copy(tmp_path: Path) -> Path:
+    for folder in ("ontology", "shapes", "queries", "schema"):
+        if (REPO / folder).is_dir():
+            shutil.copytree(REPO / folder, tmp_path / folder)
+    return tmp_path
+
+
+def _line_of(path: Path, text: str) -> int:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.startswith(text) or text in line:
+            return number
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def test_at_least_twelve_distinct_defects():
+    assert len({m.check_id for m in MUTATIONS}) >= 12
+    assert len(MUTATIONS) >= 12
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.name for m in MUTATIONS])
+def test_check_reports_seeded_defect(mutation: Mutation, tmp_path: Path):
+    root = _copy(tmp_path)
+    target = root / mutation.file
+    text = target.read_text(encoding="utf-8")
+    assert text.count(mutation.old) >= 1, f"mutation anchor not found in {mutation.file}"
+    target.write_text(text.replace(mutation.old, mutation.new, 1), encoding="utf-8")
+
+    report = run_checks(root, stages=mutation.stages)
+    hits = [f for f in report.findings if f.check_id == mutation.check_id]
+    assert hits, f"{mutation.check_id} not reported; got {[(f.check_id, f.message) for f in report.findings]}"
+    assert any(f.file == mutation.expect_file for f in hits), [(f.file, f.message) for f in hits]
+    hits = [f for f in hits if f.file == mutation.expect_file]
+    if mutation.expect_entity:
+        assert any(f.entity == mutation.expect_entity for f in hits), [(f.entity, f.message) for f in hits]
+        hits = [f for f in hits if f.entity == mutation.expect_entity]
+    if mutation.expect_line_of:
+        line = _line_of(target, mutation.expect_line_of)
+        assert any(f.line == line for f in hits), [(f.line, line, f.message) for f in hits]
+    assert report.exit_code(Severity.ERROR) == (1 if any(f.severity is Severity.ERROR for f in hits) else 0)
+
+
+def test_turtle_syntax_error_points_at_line_and_column(tmp_path: Path):
+    root = _copy(tmp_path)
+    target = root / "ontology/guideline.ttl"
+    text = target.read_text(encoding="utf-8")
+    target.write_text(text.replace('rdfs:label "Assessment" ; b12:sequence 1 .', 'rdfs:label "Assessment" ; b12:sequence 1', 1),
+                      encoding="utf-8")
+    report = run_checks(root, stages=["syntax", "owl"])
+    [finding] = [f for f in report.findings if f.check_id == "syntax-turtle"]
+    broken = _line_of(target, 'rdfs:label "Assessment" ; b12:sequence 1')
+    assert finding.line in (broken, broken + 1) and finding.column is not None
+    # later stages are skipped, not crashed
+    assert any(f.check_id == "check-stage-skipped" for f in report.findings)
+    assert not report.could_not_run
+
+
+def test_sparql_syntax_error_points_at_line(tmp_path: Path):
+    root = _copy(tmp_path)
+    target = root / "queries/report/states.rq"
+    lines = target.read_text(encoding="utf-8").splitlines()
+    lines[-2] = lines[-2] + " }}"
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = run_checks(root, stages=["syntax"])
+    [finding] = [f for f in report.findings if f.check_id == "syntax-sparql"]
+    assert finding.file == "queries/report/states.rq"
+    assert finding.line is not None and abs(finding.line - (len(lines) - 1)) <= 1
