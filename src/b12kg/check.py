@@ -19,7 +19,6 @@ import io
 import re
 import time
 import tomllib
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
