@@ -36,11 +36,16 @@ class Workspace:
 
     # ------------------------------------------------------------------ loading
     def add_triples(self, graph: str, triples: Iterable[ox.Triple]) -> int:
+        """Add the triples that are in no graph yet (queries read the union of all graphs, where a
+        triple stored twice would be seen twice); returns how many were added."""
         target = self.graph[graph]
-        quads = [ox.Quad(t.subject, t.predicate, t.object, target) for t in triples]
-        before = len(self.store)
-        self.store.extend(quads)
-        return len(self.store) - before
+        new = [
+            ox.Quad(t.subject, t.predicate, t.object, target)
+            for t in set(triples)
+            if next(self.store.quads_for_pattern(t.subject, t.predicate, t.object), None) is None
+        ]
+        self.store.extend(new)
+        return len(new)
 
     # ------------------------------------------------------------------ querying
     def select(self, name: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]:

@@ -1,7 +1,12 @@
 """Classification: which patient states hold. Two engines, shown identical by the tests.
 
-* ``rules`` (default, fast): the OWL 2 RL rules the ontology needs, as SPARQL CONSTRUCT queries in
-  ``queries/reason/``, run to a fixpoint, plus the threshold-band rule that OWL 2 RL lacks.
+* ``rules`` (default, fast): the ontology's own axioms compiled into SPARQL CONSTRUCT rules, one
+  specific rule per class definition (``C ≡ A ⊓ ∃p.F``, ``C ≡ A ⊔ B``, value restrictions, value-set
+  axioms ``∃code.{c} ⊑ C``), run in dependency order, plus property rules (sub-properties, the
+  two-step property chain, domains and ranges) and threshold bands. The compiler is generic: it reads
+  whatever the ontology says, and rejects a construct it does not understand instead of ignoring it.
+  A compiled rule names classes, properties and thresholds by IRI; numbers are joined in from the
+  threshold individuals, never written into the rule.
 * ``hermit``: the OWL 2 DL reasoner HermiT through owlready2. Band classes get their datatype
   restriction (``xsd:decimal[>= lower, < upper]``) built here from the threshold individuals, so every
   number is still stated once, in ``ontology/guideline.ttl``.
@@ -13,6 +18,8 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections import defaultdict
+from dataclasses import dataclass
 from enum import Enum
 
 import pyoxigraph as ox
@@ -25,7 +32,7 @@ RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 RDFS = "http://www.w3.org/2000/01/rdf-schema#"
 XSD = "http://www.w3.org/2001/XMLSchema#"
 B12 = "https://w3id.org/b12kg/ontology#"
-MAX_ROUNDS = 50
+MAX_ROUNDS = 20
 
 _BANDS_QUERY = """
 PREFIX b12: <https://w3id.org/b12kg/ontology#>
@@ -49,14 +56,220 @@ def classify(ws: Workspace, reasoner: Reasoner = Reasoner.rules) -> None:
         classify_rules(ws)
 
 
+# ------------------------------------------------------------------------------ the rule compiler
+class _Tbox:
+    """The ontology graph as an index: subject -> predicate -> objects."""
+
+    def __init__(self, triples: list[ox.Triple]) -> None:
+        self.index: dict[object, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for t in triples:
+            self.index[t.subject][t.predicate.value].append(t.object)
+
+    def objects(self, subject: object, predicate: str) -> list:
+        return self.index.get(subject, {}).get(predicate, [])
+
+    def one(self, subject: object, predicate: str) -> object | None:
+        values = self.objects(subject, predicate)
+        return values[0] if values else None
+
+    def subjects(self, predicate: str, obj: object | None = None) -> list:
+        return [s for s, ps in self.index.items() for o in ps.get(predicate, []) if obj is None or o == obj]
+
+    def rdf_list(self, head: object) -> list:
+        items = []
+        while head != ox.NamedNode(RDF + "nil"):
+            first = self.one(head, RDF + "first")
+            if first is None:
+                raise KnowledgeBaseError("malformed RDF list in the ontology")
+            items.append(first)
+            head = self.one(head, RDF + "rest")
+        return items
+
+
+@dataclass
+class Rule:
+    """One compiled rule: a CONSTRUCT query, the named classes it produces and those it reads."""
+
+    text: str
+    produces: set[str]
+    reads: set[str]
+
+
+class _Compiler:
+    def __init__(self, tbox: _Tbox) -> None:
+        self.tbox = tbox
+        self.counter = 0
+        self.reads: set[str] = set()
+
+    def var(self) -> str:
+        self.counter += 1
+        return f"?v{self.counter}"
+
+    def alternatives(self, expr: object, x: str) -> list[list[str]]:
+        """The class expression in disjunctive normal form: a list of alternative conjunctions of
+        triple patterns, each of which makes ``x`` an instance. Unions are distributed instead of
+        nested: a UNION under a join is evaluated as a nested loop by some stores (quadratic)."""
+        t = self.tbox
+        if isinstance(expr, ox.NamedNode):
+            if expr.value == OWL + "Thing":
+                return [[]]
+            self.reads.add(expr.value)
+            return [[f"{x} a {expr} ."]]
+        members = t.one(expr, OWL + "intersectionOf")
+        if members is not None:
+            result: list[list[str]] = [[]]
+            for member in t.rdf_list(members):
+                result = [a + b for a in result for b in self.alternatives(member, x)]
+            return result
+        members = t.one(expr, OWL + "unionOf")
+        if members is not None:
+            return [alt for member in t.rdf_list(members) for alt in self.alternatives(member, x)]
+        prop = t.one(expr, OWL + "onProperty")
+        if prop is not None:
+            value = t.one(expr, OWL + "hasValue")
+            if value is not None:
+                return [[f"{x} {prop} {value} ."]]
+            filler = t.one(expr, OWL + "someValuesFrom")
+            if filler is not None:
+                y = self.var()
+                return [[f"{x} {prop} {y} .", *alt] for alt in self.alternatives(filler, y)]
+        raise KnowledgeBaseError(f"the rules engine cannot evaluate the class expression {expr} (use --reasoner hermit)")
+
+    def pattern(self, expr: object, x: str) -> str:
+        """A SPARQL group pattern: one conjunction, or a top-level UNION of complete conjunctions."""
+        alts = self.alternatives(expr, x)
+        if len(alts) == 1:
+            return " ".join(alts[0])
+        return " UNION ".join("{ " + " ".join(alt) + " }" for alt in alts)
+
+
+def _superclasses(tbox: _Tbox) -> dict[str, set[str]]:
+    """Every named class -> its named superclasses and equivalents (reflexive, transitive)."""
+    direct: dict[str, set[str]] = defaultdict(set)
+    for s in tbox.subjects(RDFS + "subClassOf"):
+        for o in tbox.objects(s, RDFS + "subClassOf"):
+            if isinstance(s, ox.NamedNode) and isinstance(o, ox.NamedNode):
+                direct[s.value].add(o.value)
+    for s in tbox.subjects(OWL + "equivalentClass"):
+        for o in tbox.objects(s, OWL + "equivalentClass"):
+            if isinstance(s, ox.NamedNode) and isinstance(o, ox.NamedNode):
+                direct[s.value].add(o.value)
+                direct[o.value].add(s.value)
+    closure: dict[str, set[str]] = {}
+    for start in list(direct):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in direct.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        closure[start] = seen
+    return closure
+
+
+def _construct(classes: set[str], x: str, body: str) -> str:
+    head = " ".join(f"{x} a <{c}> ." for c in sorted(classes))
+    return f"CONSTRUCT {{ {head} }} WHERE {{ {body} }}"
+
+
+def compile_rules(ws: Workspace) -> list[Rule]:
+    """The rules for this knowledge base, in an order where each rule runs after those it reads."""
+    tbox = _Tbox(ws.triples("ontology"))
+    supers = _superclasses(tbox)
+
+    def up(cls: str) -> set[str]:
+        return supers.get(cls, {cls})
+
+    rules: list[Rule] = []
+    # class definitions: C ≡ expression  (and the expression ⊑ C direction)
+    for cls in tbox.subjects(OWL + "equivalentClass"):
+        for expr in tbox.objects(cls, OWL + "equivalentClass"):
+            if isinstance(cls, ox.NamedNode) and not isinstance(expr, ox.NamedNode):
+                c = _Compiler(tbox)
+                body = c.pattern(expr, "?x")
+                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value), c.reads))
+    # general class inclusions: expression ⊑ C (value sets such as ∃code.{c} ⊑ Stroke)
+    for expr in tbox.subjects(RDFS + "subClassOf"):
+        if isinstance(expr, ox.BlankNode):
+            for cls in tbox.objects(expr, RDFS + "subClassOf"):
+                c = _Compiler(tbox)
+                body = c.pattern(expr, "?x")
+                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value), c.reads))
+    # threshold bands: base ⊓ canonical value in [lower, upper)
+    for band in tbox.subjects(B12 + "bandBase"):
+        base = tbox.one(band, B12 + "bandBase")
+        filters = []
+        for prop, op in (("lowerThreshold", ">="), ("upperThreshold", "<")):
+            threshold = tbox.one(band, B12 + prop)
+            if threshold is not None:
+                filters.append((f"{threshold} <{B12}thresholdValue> ?{prop} .", f"?value {op} ?{prop}"))
+        body = (f"?x a {base} ; <{B12}canonicalValue> ?value . " + " ".join(f[0] for f in filters)
+                + f" FILTER ({' && '.join(f[1] for f in filters)})")
+        rules.append(Rule(_construct(up(band.value), "?x", body), up(band.value), {base.value}))
+    ordered = _order(rules)
+    # asserted types first: their superclasses
+    asserted = "VALUES (?sub ?super) { " + " ".join(
+        f"(<{sub}> <{sup}>)" for sub, sups in sorted(supers.items()) for sup in sorted(sups) if sub != sup
+    ) + " }"
+    closure = Rule(f"CONSTRUCT {{ ?x a ?super }} WHERE {{ {asserted} ?x a ?sub . }}", set(), set())
+    return [closure, *ordered]
+
+
+def _order(rules: list[Rule]) -> list[Rule]:
+    """Topological order: a rule after every rule producing a class it reads (cycles stay in place)."""
+    producers: dict[str, list[int]] = defaultdict(list)
+    for i, rule in enumerate(rules):
+        for cls in rule.produces:
+            producers[cls].append(i)
+    ordered, state = [], {}
+
+    def visit(i: int) -> None:
+        if state.get(i) == "done":
+            return
+        if state.get(i) == "active":  # a cycle: the fixpoint loop handles it
+            return
+        state[i] = "active"
+        for cls in rules[i].reads:
+            for j in producers.get(cls, ()):
+                if j != i:
+                    visit(j)
+        state[i] = "done"
+        ordered.append(rules[i])
+
+    for i in range(len(rules)):
+        visit(i)
+    return ordered
+
+
+def property_rules(ws: Workspace) -> list[str]:
+    """Sub-properties, two-step property chains, domains and ranges, as CONSTRUCT queries."""
+    tbox = _Tbox(ws.triples("ontology"))
+    out = []
+    for sub in tbox.subjects(RDFS + "subPropertyOf"):
+        for sup in tbox.objects(sub, RDFS + "subPropertyOf"):
+            out.append(f"CONSTRUCT {{ ?s {sup} ?o }} WHERE {{ ?s {sub} ?o }}")
+    for prop in tbox.subjects(OWL + "propertyChainAxiom"):
+        chain = tbox.rdf_list(tbox.one(prop, OWL + "propertyChainAxiom"))
+        if len(chain) != 2:
+            raise KnowledgeBaseError(f"the rules engine handles two-step property chains only ({prop})")
+        out.append(f"CONSTRUCT {{ ?x {prop} ?z }} WHERE {{ ?x {chain[0]} ?y . ?y {chain[1]} ?z }}")
+    object_properties = set(tbox.subjects(RDF + "type", ox.NamedNode(OWL + "ObjectProperty")))
+    for prop in tbox.subjects(RDFS + "domain"):
+        for domain in tbox.objects(prop, RDFS + "domain"):
+            out.append(f"CONSTRUCT {{ ?s a {domain} }} WHERE {{ ?s {prop} ?o }}")
+    for prop in tbox.subjects(RDFS + "range"):
+        if prop in object_properties:
+            for rng in tbox.objects(prop, RDFS + "range"):
+                out.append(f"CONSTRUCT {{ ?o a {rng} }} WHERE {{ ?s {prop} ?o }}")
+    return out
+
+
 def classify_rules(ws: Workspace) -> int:
-    """Apply ``queries/reason/*.rq`` until nothing new is inferred; returns the number of rounds."""
-    rules = ws.kb.queries("reason")
-    if not rules:
-        raise KnowledgeBaseError(f"{ws.kb.queries_dir / 'reason'}: no reasoning rules found")
+    """Run the compiled rules until nothing new is inferred; returns the number of rounds."""
+    texts = property_rules(ws) + [r.text for r in compile_rules(ws)]
     for round_number in range(1, MAX_ROUNDS + 1):
         added = 0
-        for _, text in rules:
+        for text in texts:
             added += ws.add_triples("inferred", ws.construct(text))
         if added == 0:
             return round_number

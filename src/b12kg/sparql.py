@@ -1,7 +1,8 @@
 """Parameter binding for SPARQL text, the same on every backend.
 
-Values are bound with a ``VALUES`` block of RDF terms placed at the start of the query's outermost
-``WHERE`` group, so every pattern and filter of the query sees them. Terms are serialised by the RDF
+Values are bound with a ``VALUES`` block of RDF terms placed at the start of every ``WHERE`` group
+(the query's and each sub-select's, since a sub-select does not see outer bindings), so every pattern
+and filter of the query sees them. Terms are serialised by the RDF
 library (N-Triples syntax, escaped), never pasted as strings; an IRI is validated when it is built.
 pyoxigraph's ``substitutions`` was not used because it returned no rows for CONSTRUCT queries
 (pyoxigraph 0.5.13) and rdflib's ``initBindings`` is rdflib-only.
@@ -39,16 +40,16 @@ def to_term(value: object) -> Term:
     raise TypeError(f"cannot bind {value!r} (blank nodes cannot be bound across queries)")
 
 
-def _where_brace(text: str) -> int:
-    """Offset just after the ``{`` of the first WHERE outside comment lines."""
-    offset = 0
+def _where_braces(text: str) -> list[int]:
+    """Offsets just after the ``{`` of every WHERE outside comment lines."""
+    offsets, offset = [], 0
     for line in text.splitlines(keepends=True):
         if not line.lstrip().startswith("#"):
-            match = _WHERE.search(line)
-            if match:
-                return offset + match.end()
+            offsets += [offset + m.end() for m in _WHERE.finditer(line)]
         offset += len(line)
-    raise KnowledgeBaseError("a parameterised query needs an explicit WHERE { ... } group")
+    if not offsets:
+        raise KnowledgeBaseError("a parameterised query needs an explicit WHERE { ... } group")
+    return offsets
 
 
 def bind(text: str, bindings: Mapping[str, object] | None) -> str:
@@ -62,5 +63,6 @@ def bind(text: str, bindings: Mapping[str, object] | None) -> str:
         names.append(f"?{name}")
         terms.append(str(to_term(value)))
     block = f" VALUES ({' '.join(names)}) {{ ({' '.join(terms)}) }} "
-    at = _where_brace(text)
-    return text[:at] + block + text[at:]
+    for at in reversed(_where_braces(text)):
+        text = text[:at] + block + text[at:]
+    return text
