@@ -89,6 +89,11 @@ from b12kg.check_cli import check_command  # noqa: E402  (quality gate over the 
 app.command("check")(check_command)
 
 
+from b12kg.store_cli import register as _register_store_commands  # noqa: E402
+
+_register_store_commands(app)
+
+
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
     try:
@@ -103,11 +108,9 @@ def main() -> None:
     except (typer.BadParameter, typer.Abort) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(int(ExitCode.USAGE))
-    except Exception as exc:  # click usage errors and genuine bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+    except Exception as exc:  # click usage errors (typer vendors click) and genuine bugs
+        if hasattr(exc, "show") and hasattr(exc, "exit_code") and hasattr(exc, "format_message"):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
             sys.exit(int(ExitCode.USAGE))
         if os.environ.get("B12KG_DEBUG"):
             raise

@@ -53,16 +53,22 @@ def _where_braces(text: str) -> list[int]:
 
 
 def bind(text: str, bindings: Mapping[str, object] | None) -> str:
-    """``text`` with ``bindings`` (variable name -> value) as a VALUES block; unchanged when empty."""
+    """``text`` with ``bindings`` (variable name -> value) as a VALUES block; unchanged when empty.
+    One binding may be a list: the block then has one row per value."""
     if not bindings:
         return text
-    names, terms = [], []
+    names, columns = [], []
     for name, value in bindings.items():
         if not _NAME.match(name):
             raise ValueError(f"not a SPARQL variable name: {name!r}")
         names.append(f"?{name}")
-        terms.append(str(to_term(value)))
-    block = f" VALUES ({' '.join(names)}) {{ ({' '.join(terms)}) }} "
+        values = value if isinstance(value, (list, tuple)) else [value]
+        columns.append([str(to_term(v)) for v in values])
+    if sum(len(c) > 1 for c in columns) > 1:
+        raise ValueError("at most one binding may be a list of values")
+    rows = max(len(c) for c in columns)
+    table = " ".join("(" + " ".join(c[i] if len(c) > 1 else c[0] for c in columns) + ")" for i in range(rows))
+    block = f" VALUES ({' '.join(names)}) {{ {table} }} "
     for at in reversed(_where_braces(text)):
         text = text[:at] + block + text[at:]
     return text

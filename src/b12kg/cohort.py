@@ -1,0 +1,283 @@
+"""Cohort operations on a store: load datasets, derive every patient, run research queries, export.
+
+``derive`` reads the patients from the store in batches, evaluates each batch with exactly the
+pipeline ``recommend`` uses (validate, normalise, classify, derive, schedule) in an in-memory
+workspace, and writes one derived graph back, replacing the old one atomically: re-running never
+duplicates, and a run that stops half-way leaves the previous derived graph in place. Batches keep
+the cost linear in the cohort; the same code serves the embedded store and remote endpoints, so
+their derived graphs are identical by construction (and the tests check it on real servers).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pyoxigraph as ox
+
+from b12kg._version import ENGINE_VERSION
+from b12kg.derive import derive as derive_queries
+from b12kg.derive import normalise, schedule
+from b12kg.engine import Workspace
+from b12kg.errors import InputError, InvalidPatientData
+from b12kg.kb import KnowledgeBase
+from b12kg.patient import FORMATS, PatientData, load_patient
+from b12kg.reason import Reasoner, classify
+from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dataset_graph
+from b12kg.validate import validate_shapes, validate_values
+
+B12 = "https://w3id.org/b12kg/ontology#"
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+Progress = Callable[[int], None]
+
+
+# ------------------------------------------------------------------------------------------ load
+def load(store: Store, files: list[Path], *, dataset: str | None = None,
+         progress: Progress | None = None) -> dict[str, int]:
+    """Load each file into its dataset graph (named after the file, or ``dataset`` for one file).
+    Loading a dataset again replaces it. Returns {dataset graph: triples loaded}."""
+    if dataset is not None and len(files) != 1:
+        raise InputError("--dataset names one file's dataset; load several files without it")
+    for path in files:  # check everything before changing anything
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        if path.suffix.lower() not in FORMATS:
+            raise InputError(f"{path}: unknown file type {path.suffix!r} (known: {', '.join(sorted(FORMATS))})")
+    loaded = {}
+    for path in files:
+        graph = dataset_graph(dataset or path.stem)
+        fmt = FORMATS[path.suffix.lower()]
+        if isinstance(store, EmbeddedStore) and fmt in (ox.RdfFormat.N_TRIPLES, ox.RdfFormat.TURTLE):
+            store.bulk_load_file(graph, path, fmt)
+            loaded[graph] = -1
+        else:
+            loaded[graph] = store.replace_graph(graph, load_patient(path).triples)
+        if progress:
+            progress(1)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------- derive
+@dataclass
+class DeriveResult:
+    patients: int = 0
+    evaluated: int = 0
+    in_scope: int = 0
+    triples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _patient_batches(store: Store, kb: KnowledgeBase, size: int) -> Iterator[list[ox.NamedNode]]:
+    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    for i in range(0, len(patients), size):
+        yield patients[i : i + size]
+
+
+def _batch_data(store: Store, kb: KnowledgeBase, batch: list[ox.NamedNode]) -> list[ox.Triple]:
+    bindings = {"patient": batch}
+    return store.construct(kb.query("cohort/patient-triples"), bindings) + store.construct(
+        kb.query("cohort/fact-triples"), bindings
+    )
+
+
+def _valid_subset(triples: list[ox.Triple], batch: list[ox.NamedNode], kb: KnowledgeBase, as_of: date,
+                  label: str, shacl: bool) -> tuple[list[ox.Triple], list[str]]:
+    """The batch's triples without the patients whose data is invalid, and the problems found."""
+    data = PatientData(path=Path(label), triples=triples)
+    ws = Workspace(kb)
+    ws.add_triples("patients", triples)
+    problems = (validate_shapes(data, kb) if shacl else []) + validate_values(ws, data, as_of)
+    if not problems:
+        return triples, []
+    bad = {p.value for p in batch if any(f"<{p.value}>" in line or f" {p.value}" in line for line in problems)}
+    if not bad:  # a problem we cannot attribute: drop the whole batch rather than guess
+        bad = {p.value for p in batch}
+    owned = {t.object for t in triples if t.subject.value in bad and isinstance(t.object, ox.NamedNode)}
+    keep = [t for t in triples if t.subject.value not in bad and t.subject not in owned]
+    return keep, problems
+
+
+def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = 250,
+           reasoner: Reasoner = Reasoner.rules, shacl: bool = True,
+           progress: Progress | None = None) -> DeriveResult:
+    """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
+
+    Patients whose data breaks the patient shapes (``shacl``), has an unknown unit or a date after
+    ``as_of`` are left out and reported in ``problems``; the others are derived."""
+    kb = kb or KnowledgeBase()
+    result = DeriveResult()
+    store.replace_graph(GRAPH_ONTOLOGY, [q.triple for q in kb.ontology_quads(ox.DefaultGraph())])
+
+    def derived_triples() -> Iterator[ox.Triple]:
+        for batch in _patient_batches(store, kb, batch_size):
+            result.patients += len(batch)
+            triples, problems = _valid_subset(_batch_data(store, kb, batch), batch, kb, as_of,
+                                              label=f"store batch {result.patients - len(batch) + 1}", shacl=shacl)
+            result.problems += problems
+            ws = Workspace(kb)
+            ws.add_triples("patients", triples)
+            normalise(ws, as_of)
+            classify(ws, reasoner)
+            derive_queries(ws, as_of)
+            schedule(ws, as_of)
+            evaluated = {t.subject for t in triples if t.predicate.value == RDF_TYPE and t.object.value == B12 + "Patient"}
+            result.evaluated += len(evaluated)
+            out = ws.triples("derived") + ws.triples("normalised")
+            out += [t for t in ws.triples("inferred") if t.subject in evaluated and t.object.value.startswith(B12)]
+            result.in_scope += sum(
+                1 for t in out
+                if t.predicate.value == RDF_TYPE and t.object.value == B12 + "InScopePatient"
+            )
+            result.triples += len(out)
+            if progress:
+                progress(len(batch))
+            yield from out
+
+    store.replace_graph(GRAPH_DERIVED, derived_triples())
+    return result
+
+
+# ----------------------------------------------------------------------------------------- query
+_PARAM = re.compile(r"^#\+\s*param(?:eter)?:\s*(\w+)\s+(\w+)", re.MULTILINE)
+_PARAM_TYPES = {"iri", "date", "string", "integer", "decimal"}
+
+
+def query_parameters(text: str) -> dict[str, str]:
+    """The ``#+ param: NAME TYPE`` header lines of a research query."""
+    params = dict(_PARAM.findall(text))
+    for name, kind in params.items():
+        if kind not in _PARAM_TYPES:
+            raise InputError(f"query parameter {name}: unknown type {kind!r} (use {', '.join(sorted(_PARAM_TYPES))})")
+    return params
+
+
+def _typed(name: str, kind: str, value: str) -> object:
+    xsd = "http://www.w3.org/2001/XMLSchema#"
+    try:
+        if kind == "iri":
+            if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+                raise ValueError("not an absolute IRI")
+            return ox.NamedNode(value)
+        if kind == "date":
+            return date.fromisoformat(value)
+        if kind == "integer":
+            return ox.Literal(str(int(value)), datatype=ox.NamedNode(xsd + "integer"))
+        if kind == "decimal":
+            from decimal import Decimal
+
+            return ox.Literal(str(Decimal(value)), datatype=ox.NamedNode(xsd + "decimal"))
+        return ox.Literal(value)
+    except (ValueError, ArithmeticError) as exc:
+        raise InputError(f"--param {name}={value!r}: not a valid {kind} ({exc})") from None
+
+
+def resolve_query(kb: KnowledgeBase, name_or_file: str) -> tuple[str, str]:
+    """A research query by name (``queries/research/NAME.rq``) or a path to a ``.rq`` file."""
+    path = Path(name_or_file)
+    if path.suffix == ".rq":
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        return str(path), path.read_text(encoding="utf-8")
+    research = kb.queries_dir / "research" / f"{name_or_file}.rq"
+    if not research.is_file():
+        known = ", ".join(sorted(p.stem for p in (kb.queries_dir / "research").glob("*.rq")))
+        raise InputError(f"unknown query {name_or_file!r} (research queries: {known}; or give a .rq file)")
+    return str(research), research.read_text(encoding="utf-8")
+
+
+def run_query(store: Store, text: str, params: dict[str, str], *, source: str = "query") -> tuple[list[str], list[dict]]:
+    declared = query_parameters(text)
+    unknown = set(params) - set(declared)
+    if unknown:
+        raise InputError(f"{source}: unknown parameter(s) {', '.join(sorted(unknown))} (declared: {', '.join(declared) or 'none'})")
+    missing = set(declared) - set(params)
+    if missing:
+        raise InputError(f"{source}: missing parameter(s) {', '.join(sorted(missing))} (give --param NAME=VALUE)")
+    bindings = {name: _typed(name, declared[name], value) for name, value in params.items()}
+    try:
+        rows = store.select(text, bindings)
+    except (SyntaxError, ValueError) as exc:
+        raise InputError(f"{source}: {exc}") from None
+    columns = _columns(text, rows)
+    return columns, rows
+
+
+def _columns(text: str, rows: list[dict]) -> list[str]:
+    head = re.search(r"\bSELECT\s+(DISTINCT\s+|REDUCED\s+)?(.*?)\bWHERE\b", text, re.IGNORECASE | re.DOTALL)
+    if head:
+        names = re.findall(r"\?(\w+)(?=\s*\)|\s|$)", re.sub(r"\([^()]*\bAS\s+\?(\w+)\s*\)", r"?\1 ", head.group(2)))
+        if names and "*" not in head.group(2):
+            return list(dict.fromkeys(names))
+    return sorted({k for row in rows for k in row})
+
+
+def _plain(term: object) -> str:
+    return "" if term is None else term.value
+
+
+def format_rows(columns: list[str], rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([{c: _plain(r.get(c)) for c in columns} for r in rows], indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([_plain(r.get(c)) for c in columns])
+        return buffer.getvalue()
+    raise ValueError(fmt)
+
+
+def print_table(columns: list[str], rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, show_lines=False)
+    for r in rows:
+        table.add_row(*[_plain(r.get(c)) for c in columns])
+    Console(file=sys.stdout, width=200).print(table)
+    print(f"{len(rows)} row(s)")
+
+
+# ---------------------------------------------------------------------------------------- export
+EXPORT_FORMATS = {"nq": ox.RdfFormat.N_QUADS, "trig": ox.RdfFormat.TRIG, "ttl": ox.RdfFormat.TURTLE,
+                  "nt": ox.RdfFormat.N_TRIPLES}
+
+
+def export(store: Store, *, graph: str | None, fmt: str) -> bytes:
+    rdf_format = EXPORT_FORMATS[fmt]
+    if graph is None and not rdf_format.supports_datasets:
+        raise InputError(f"--format {fmt} holds one graph: give --graph, or use nq / trig for the whole store")
+    if isinstance(store, EmbeddedStore):
+        return store.dump(rdf_format, graph)
+    if graph is None:
+        rows = store.select("SELECT ?g ?s ?p ?o WHERE { GRAPH ?g { ?s ?p ?o } }")
+        quads = [ox.Quad(r["s"], r["p"], r["o"], r["g"]) for r in rows]
+        return ox.serialize(quads, format=rdf_format)
+    triples = store.construct("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(graph)})
+    return ox.serialize(triples, format=rdf_format)
+
+
+def graph_alias(name: str | None) -> str | None:
+    """``derived``, ``ontology``, ``dataset:NAME`` or a full graph IRI; None means every graph."""
+    if name is None or name == "all":
+        return None
+    if name == "derived":
+        return GRAPH_DERIVED
+    if name == "ontology":
+        return GRAPH_ONTOLOGY
+    if name.startswith("dataset:"):
+        return dataset_graph(name.split(":", 1)[1])
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", name):
+        return name
+    raise InputError(f"--graph {name!r}: use derived, ontology, dataset:NAME, all or a graph IRI")
+
+
+__all__ = ["DeriveResult", "InvalidPatientData", "derive", "export", "load", "run_query"]

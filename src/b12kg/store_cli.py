@@ -1,0 +1,213 @@
+"""Command-line commands for cohorts: load, derive, query, export, synth, serve.
+
+Each takes ``--store DIR`` (embedded) or ``--endpoint URL [--update-endpoint URL]`` (any SPARQL 1.1
+store; ``--user``, ``--password`` or ``B12KG_PASSWORD``, ``--auth basic|digest``). Progress bars go to
+stderr and only when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from b12kg.errors import ExitCode, InputError
+
+StoreDir = Annotated[Optional[Path], typer.Option("--store", help="Embedded store folder (created by load).")]
+Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="SPARQL 1.1 query endpoint URL.")]
+UpdateEndpoint = Annotated[Optional[str], typer.Option("--update-endpoint", help="SPARQL 1.1 update endpoint URL (default: --endpoint).")]
+User = Annotated[Optional[str], typer.Option("--user", help="User for the endpoint.")]
+Password = Annotated[Optional[str], typer.Option("--password", help="Password (or set B12KG_PASSWORD).")]
+Auth = Annotated[str, typer.Option("--auth", help="basic or digest HTTP authentication.")]
+
+
+def _open(store, endpoint, update_endpoint, user, password, auth, *, read_only=False):
+    from b12kg.store import open_store
+
+    if auth not in ("basic", "digest"):
+        raise InputError(f"--auth: {auth!r} is not one of basic, digest")
+    return open_store(store=store, endpoint=endpoint, update_endpoint=update_endpoint, user=user,
+                      password=password or os.environ.get("B12KG_PASSWORD"), auth=auth, read_only=read_only)
+
+
+@contextmanager
+def _progress(description: str, total: int | None):
+    """A rich progress bar on stderr when it is a terminal; otherwise a no-op callback."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _date(value: str | None) -> date:
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"--as-of: {value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def load_command(
+    files: Annotated[list[Path], typer.Argument(help="Patient files: Turtle (.ttl), N-Triples (.nt), JSON-LD (.jsonld).")],
+    store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
+    user: User = None, password: Password = None, auth: Auth = "basic",
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name for a single file (default: the file name).")] = None,
+) -> None:
+    """Load patient datasets into a store; loading a dataset again replaces it."""
+    from b12kg import cohort
+
+    s = _open(store, endpoint, update_endpoint, user, password, auth)
+    try:
+        with _progress("loading", len(files)) as advance:
+            loaded = cohort.load(s, files, dataset=dataset, progress=advance)
+    finally:
+        s.close()
+    for graph in loaded:
+        typer.echo(f"loaded {graph}", err=True)
+
+
+def derive_command(
+    store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
+    user: User = None, password: Password = None, auth: Auth = "basic",
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients evaluated together.")] = 250,
+    shacl: Annotated[bool, typer.Option("--shacl/--no-shacl", help="Validate patients against the SHACL shapes (slow on large cohorts); unit and date checks always run.")] = True,
+    kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base folder to use.")] = None,
+) -> None:
+    """Derive every patient's recommendations with provenance; replaces the derived graph atomically."""
+    from b12kg import cohort
+    from b12kg.kb import KnowledgeBase
+
+    day = _date(as_of)
+    kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
+    s = _open(store, endpoint, update_endpoint, user, password, auth)
+    try:
+        with _progress("deriving", None) as advance:
+            result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, progress=advance)
+    finally:
+        s.close()
+    for problem in result.problems:
+        typer.echo(f"error: {problem}", err=True)
+    typer.echo(
+        f"derived {result.evaluated} of {result.patients} patient(s) at {day.isoformat()}: "
+        f"{result.in_scope} in scope, {result.triples} triples in urn:b12kg:graph:derived", err=True,
+    )
+    if result.problems:
+        typer.echo(f"error: {result.patients - result.evaluated} patient(s) left out for invalid data", err=True)
+        raise typer.Exit(int(ExitCode.INVALID_DATA))
+
+
+def query_command(
+    query: Annotated[str, typer.Argument(help="A research query name (queries/research/NAME.rq) or a .rq file.")],
+    store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
+    user: User = None, password: Password = None, auth: Auth = "basic",
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="NAME=VALUE, as declared in the query header.")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+) -> None:
+    """Run a SELECT query on the store; parameters are bound as typed RDF terms, never pasted."""
+    from b12kg import cohort
+    from b12kg.kb import KnowledgeBase
+
+    if output not in ("table", "csv", "json"):
+        raise InputError(f"--format: {output!r} is not one of table, csv, json")
+    params = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--param {item!r}: use NAME=VALUE")
+        params[name] = value
+    source, text = cohort.resolve_query(KnowledgeBase(), query)
+    s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
+    try:
+        columns, rows = cohort.run_query(s, text, params, source=source)
+    finally:
+        s.close()
+    if output == "table":
+        cohort.print_table(columns, rows)
+    else:
+        typer.echo(cohort.format_rows(columns, rows, output), nl=False)
+
+
+def export_command(
+    store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
+    user: User = None, password: Password = None, auth: Auth = "basic",
+    graph: Annotated[Optional[str], typer.Option("--graph", help="derived, ontology, dataset:NAME, a graph IRI, or all (default).")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="nq, trig (whole store) or ttl, nt (one graph).")] = "nq",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Export the store, or one graph of it."""
+    from b12kg import cohort
+
+    if output not in cohort.EXPORT_FORMATS:
+        raise InputError(f"--format: {output!r} is not one of {', '.join(cohort.EXPORT_FORMATS)}")
+    s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
+    try:
+        data = cohort.export(s, graph=cohort.graph_alias(graph), fmt=output)
+    finally:
+        s.close()
+    if out:
+        out.write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+def synth_command(
+    patients: Annotated[int, typer.Option("--patients", min=1, help="How many patients.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same cohort.")] = 1,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Dates are drawn before this day (default 2025-10-31).")] = "2025-10-31",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="N-Triples file to write (default: stdout).")] = None,
+) -> None:
+    """Write a deterministic synthetic cohort (N-Triples) covering every scenario dimension."""
+    from b12kg.synth import generate, generate_file
+
+    day = _date(as_of)
+    if out:
+        generate_file(out, patients=patients, seed=seed, as_of=day)
+        typer.echo(f"wrote {patients} patients to {out}", err=True)
+    else:
+        generate(sys.stdout, patients=patients, seed=seed, as_of=day)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("load")(load_command)
+    app.command("derive")(derive_command)
+    app.command("query")(query_command)
+    app.command("export")(export_command)
+    app.command("synth")(synth_command)
+    app.command("serve")(serve_command)
+
+
+def serve_command(
+    store: Annotated[Path, typer.Option("--store", help="Embedded store folder to serve (read-only).")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 7878,
+    timeout: Annotated[int, typer.Option("--timeout", min=1, help="Query timeout in seconds.")] = 30,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most rows (or triples) a query returns.")] = 10_000,
+) -> None:
+    """Serve the store as a read-only SPARQL 1.1 endpoint with a query page (Ctrl-C stops it)."""
+    from b12kg.serve import Endpoint
+
+    endpoint = Endpoint(store, host=host, port=port, timeout=timeout, limit=limit)
+    endpoint.start()
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: listening on {host}, not only on this machine", err=True)
+    typer.echo(f"SPARQL endpoint {endpoint.url} (query page http://{host}:{endpoint.port}/); "
+               f"timeout {timeout} s, at most {limit} rows; Ctrl-C stops it", err=True)
+    try:
+        endpoint.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        endpoint.stop()
