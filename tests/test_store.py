@@ -1,0 +1,254 @@
+"""The embedded store: load, derive, query, export; the cohort path agrees with recommend; the
+synthetic cohort is deterministic; the served endpoint is read-only, federation-free and limited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+
+from b12kg import cohort
+from b12kg.derive import recommend
+from b12kg.errors import ExitCode, InputError
+from b12kg.report import reports
+from b12kg.serve import Endpoint
+from b12kg.store import GRAPH_DERIVED, EmbeddedStore
+from b12kg.synth import generate
+from conftest import EXAMPLES, SEED_AS_OF
+
+B12 = "https://w3id.org/b12kg/ontology#"
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*.ttl"))
+DERIVED_RECS = """
+PREFIX b12: <https://w3id.org/b12kg/ontology#>
+SELECT ?patient ?source ?status WHERE {
+  GRAPH <urn:b12kg:graph:derived> { ?rec a b12:Recommendation ; b12:forPatient ?patient ;
+       b12:instantiates ?source ; b12:recommendationStatus ?status }
+}"""
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "b12kg.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "db"
+    store = EmbeddedStore(path)
+    cohort.load(store, EXAMPLE_FILES)
+    result = cohort.derive(store, as_of=SEED_AS_OF, batch_size=7)  # several batches
+    assert result.problems == [] and result.evaluated == len(EXAMPLE_FILES)
+    store.close()
+    return path
+
+
+def derived_triples(path: Path) -> set:
+    store = EmbeddedStore(path, read_only=True)
+    triples = {q.triple for q in store.store.quads_for_pattern(None, None, None, ox.NamedNode(GRAPH_DERIVED))}
+    store.close()
+    return triples
+
+
+def test_cohort_derivation_agrees_with_recommend_for_every_example(loaded):
+    store = EmbeddedStore(loaded, read_only=True)
+    rows = store.select(DERIVED_RECS)
+    store.close()
+    from_store: dict[str, set] = {}
+    for r in rows:
+        from_store.setdefault(r["patient"].value, set()).add((r["source"].value.rsplit("#", 1)[-1], r["status"].value.rsplit("#", 1)[-1]))
+    for path in EXAMPLE_FILES:
+        (doc,) = reports(recommend(path, as_of=SEED_AS_OF))
+        expected = {(r["id"], r["status"]) for r in doc["recommendations"]}
+        assert from_store.get(doc["patient"], set()) == expected, path.name
+
+
+def test_named_graphs_are_kept_apart(loaded):
+    store = EmbeddedStore(loaded, read_only=True)
+    graphs = store.graphs()
+    store.close()
+    assert "urn:b12kg:graph:ontology" in graphs and GRAPH_DERIVED in graphs
+    assert {f"urn:b12kg:dataset:{p.stem}" for p in EXAMPLE_FILES} <= set(graphs)
+    assert not [g for g in graphs if g.startswith("urn:b12kg:scratch:")]
+
+
+def test_rerunning_derive_and_load_never_duplicates(loaded, tmp_path):
+    before = derived_triples(loaded)
+    store = EmbeddedStore(loaded)
+    cohort.derive(store, as_of=SEED_AS_OF, batch_size=50)
+    cohort.load(store, [EXAMPLES / "seed-case.ttl"])
+    datasets = store.datasets()
+    store.close()
+    assert derived_triples(loaded) == before
+    assert datasets.count("urn:b12kg:dataset:seed-case") == 1
+
+
+def test_derived_recommendations_carry_provenance(loaded):
+    store = EmbeddedStore(loaded, read_only=True)
+    rows = store.select("""
+        PREFIX b12: <https://w3id.org/b12kg/ontology#> PREFIX prov: <http://www.w3.org/ns/prov#>
+        SELECT ?rec (COUNT(DISTINCT ?ref) AS ?refs) (COUNT(DISTINCT ?run) AS ?runs) WHERE {
+          ?rec a b12:Recommendation . OPTIONAL { ?rec b12:hasEvidence ?ref }
+          OPTIONAL { ?rec prov:wasGeneratedBy ?run . ?run b12:asOf ?asOf ; b12:ontologyVersion ?v ; b12:engineVersion ?e }
+        } GROUP BY ?rec""")
+    store.close()
+    assert rows
+    for r in rows:
+        assert int(r["refs"].value) >= 1 and int(r["runs"].value) == 1, r["rec"].value
+
+
+def test_invalid_patients_are_left_out_and_reported(tmp_path):
+    bad = tmp_path / "bad-unit.ttl"
+    bad.write_text((EXAMPLES / "seed-case.ttl").read_text().replace('"pg/mL"', '"mg/dL"'))
+    store = EmbeddedStore(tmp_path / "db")
+    cohort.load(store, [bad, EXAMPLES / "ckd-diagnosis.ttl"])
+    result = cohort.derive(store, as_of=SEED_AS_OF)
+    patients = {r["patient"].value for r in store.select(DERIVED_RECS)}
+    store.close()
+    assert result.patients == 2 and result.evaluated == 1
+    assert any("unknown unit 'mg/dL'" in p for p in result.problems)
+    assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
+
+
+def test_load_checks_every_file_before_changing_anything(tmp_path):
+    store = EmbeddedStore(tmp_path / "db")
+    with pytest.raises(InputError, match="nope.ttl: no such file"):
+        cohort.load(store, [EXAMPLES / "seed-case.ttl", tmp_path / "nope.ttl"])
+    assert store.datasets() == []
+    store.close()
+
+
+def test_broken_turtle_in_a_bulk_load_keeps_what_was_stored(tmp_path):
+    store = EmbeddedStore(tmp_path / "db")
+    cohort.load(store, [EXAMPLES / "seed-case.ttl"], dataset="cohort")
+    broken = tmp_path / "cohort.ttl"
+    broken.write_text("@prefix b12: <https://w3id.org/b12kg/ontology#> .\n<a:p> a b12:Patient ;;; .\n<a:q")
+    with pytest.raises(InputError, match=r"cohort.ttl:3:"):
+        cohort.load(store, [broken], dataset="cohort")
+    patients = store.select("SELECT ?p WHERE { GRAPH <urn:b12kg:dataset:cohort> { ?p a <https://w3id.org/b12kg/ontology#Patient> } }")
+    store.close()
+    assert [r["p"].value for r in patients] == ["https://example.org/b12kg/seed-case#patient"]
+
+
+def test_query_command_binds_typed_parameters(loaded, tmp_path):
+    q = tmp_path / "recs-of.rq"
+    q.write_text("#+ param: who iri\nPREFIX b12: <https://w3id.org/b12kg/ontology#>\n"
+                 "SELECT ?source WHERE { ?rec b12:forPatient ?who ; b12:instantiates ?source } ORDER BY ?source\n")
+    ok = cli("query", str(q), "--store", str(loaded), "--param", "who=https://example.org/b12kg/seed-case#patient", "-f", "json")
+    assert ok.returncode == 0, ok.stderr
+    sources = [r["source"].rsplit("#", 1)[-1] for r in json.loads(ok.stdout)]
+    assert "stmt-treatment-2" in sources and "action-switch-to-hydroxocobalamin" in sources
+    injected = cli("query", str(q), "--store", str(loaded), "--param", "who=https://x/p> } UNION { ?rec ?p ?source", "-f", "csv")
+    assert injected.returncode == ExitCode.INPUT and "not a valid iri" in injected.stderr
+    unknown = cli("query", str(q), "--store", str(loaded), "--param", "whom=x")
+    assert unknown.returncode == ExitCode.INPUT and "unknown parameter(s) whom" in unknown.stderr
+    missing = cli("query", str(q), "--store", str(loaded))
+    assert missing.returncode == ExitCode.INPUT and "missing parameter(s) who" in missing.stderr
+
+
+def test_export_round_trips(loaded, tmp_path):
+    out = tmp_path / "derived.nt"
+    result = cli("export", "--store", str(loaded), "--graph", "derived", "-f", "nt", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert {q.triple for q in ox.parse(path=str(out), format=ox.RdfFormat.N_TRIPLES)} == derived_triples(loaded)
+    whole = cli("export", "--store", str(loaded), "-f", "ttl")
+    assert whole.returncode == ExitCode.INPUT and "holds one graph" in whole.stderr
+
+
+def test_cli_load_derive_progress_is_silent_off_a_terminal(tmp_path):
+    db = str(tmp_path / "db")
+    assert cli("load", str(EXAMPLES / "seed-case.ttl"), "--store", db).returncode == 0
+    result = cli("derive", "--store", db, "--as-of", "2025-10-31")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stderr and "derived 1 of 1 patient(s)" in result.stderr
+
+
+def test_synthetic_cohort_is_deterministic_and_covers_the_dimensions():
+    import io
+
+    def text(seed: int) -> str:
+        out = io.StringIO()
+        generate(out, patients=300, seed=seed, as_of=SEED_AS_OF)
+        return out.getvalue()
+
+    a, b, c = text(7), text(7), text(8)
+    assert a == b and a != c
+    for needle in ['"pg/mL"', '"ng/L"', '"pmol/L"', '"ng/mL"', '"nmol/L"', '"umol/L"', '"mL/min/{1.73_m2}"',
+                   "belowReferenceRange", "symptomStatus> <https://w3id.org/b12kg/ontology#present>",
+                   "preferredRoute", "cyanocobalamin", "hydroxocobalamin", "snomed.info/id/422504002",
+                   "snomed.info/id/709044004"]:
+        assert needle in a, needle
+
+
+def test_synthetic_cohort_reaches_every_decision(tmp_path):
+    path = tmp_path / "c.nt"
+    with path.open("w") as out:
+        generate(out, patients=400, seed=2, as_of=SEED_AS_OF)
+    store = EmbeddedStore(tmp_path / "db")
+    cohort.load(store, [path])
+    result = cohort.derive(store, as_of=SEED_AS_OF, shacl=False)
+    rows = store.select("""PREFIX b12: <https://w3id.org/b12kg/ontology#>
+        SELECT DISTINCT ?source WHERE { ?f b12:instantiates ?source }""")
+    store.close()
+    sources = {r["source"].value.rsplit("#", 1)[-1] for r in rows}
+    assert result.problems == []
+    for expected in ["exclusion-no-stroke", "exclusion-neurological-symptoms", "exclusion-neurological-status-unknown",
+                     "exclusion-no-usable-b12", "exclusion-b12-normal-untreated", "contra-cyanocobalamin-renal",
+                     "action-switch-to-hydroxocobalamin", "action-treat-b12-before-folate", "stmt-form-2",
+                     "missing-homocysteine", "missing-renal-function"]:
+        assert expected in sources, expected
+
+
+@pytest.fixture(scope="module")
+def endpoint(loaded):
+    with Endpoint(loaded, port=0, limit=3, timeout=20) as e:
+        yield e
+
+
+def post(url: str, **form) -> tuple[int, bytes, dict]:
+    try:
+        with urllib.request.urlopen(url, data=urllib.parse.urlencode(form).encode(), timeout=60) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def test_endpoint_answers_queries_with_the_row_limit(endpoint):
+    status, body, headers = post(endpoint.url, query="PREFIX b12: <https://w3id.org/b12kg/ontology#> "
+                                 "SELECT ?r WHERE { ?r a b12:Recommendation }")
+    assert status == 200 and headers["X-B12KG-Truncated"] == "true"
+    assert len(json.loads(body)["results"]["bindings"]) == 3
+    status, body, headers = post(endpoint.url, query="ASK { ?s a <https://w3id.org/b12kg/ontology#Patient> }")
+    assert status == 200 and json.loads(body)["boolean"] is True
+
+
+@pytest.mark.parametrize("form", [
+    {"update": "INSERT DATA { <urn:a> <urn:b> <urn:c> }"},
+    {"query": "INSERT DATA { <urn:a> <urn:b> <urn:c> }"},
+    {"query": "DELETE WHERE { ?s ?p ?o }"},
+    {"query": "LOAD <file:///etc/passwd>"},
+])
+def test_endpoint_refuses_updates(endpoint, form):
+    status, _, _ = post(endpoint.url, **form)
+    assert status in (400, 403)
+    status, body, _ = post(endpoint.url, query="SELECT (COUNT(*) AS ?n) WHERE { ?s ?p ?o }")
+    assert status == 200 and int(json.loads(body)["results"]["bindings"][0]["n"]["value"]) > 0
+    status, body, _ = post(endpoint.url, query="ASK { <urn:a> <urn:b> <urn:c> }")
+    assert json.loads(body)["boolean"] is False
+
+
+def test_endpoint_refuses_federation(endpoint):
+    status, body, _ = post(endpoint.url, query="SELECT * WHERE { SERVICE <http://127.0.0.1:1/sparql> { ?s ?p ?o } }")
+    assert status == 403 and b"SERVICE" in body
+
+
+def test_endpoint_serves_a_query_page(endpoint):
+    with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/", timeout=30) as r:
+        assert b"<form" in r.read()
