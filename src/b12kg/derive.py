@@ -57,7 +57,7 @@ def recommend(
     Raises :class:`~b12kg.errors.InputError` or :class:`~b12kg.errors.InvalidPatientData` for bad input.
     """
     kb = kb or KnowledgeBase()
-    data = patient if isinstance(patient, PatientData) else load_patient(patient)
+    data = patient if isinstance(patient, PatientData) else load_patient(patient, kb=kb)
     problems = validate_shapes(data, kb)
     if problems:
         raise InvalidPatientData(problems[0], problems=problems)

@@ -49,8 +49,9 @@ def detect_format(path: Path) -> ox.RdfFormat:
         raise InputError(f"{path}: unknown file type {path.suffix or '(none)'!r} (known: {known})") from None
 
 
-def load_patient(path: str | Path) -> PatientData:
-    """Parse one patient file. Raises :class:`InputError` for a missing file or bad syntax."""
+def load_patient(path: str | Path, *, kb=None) -> PatientData:
+    """Parse one patient file (RDF, or FHIR R4 JSON mapped with ``kb``'s code bindings).
+    Raises :class:`InputError` for a missing file or bad syntax."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -64,7 +65,7 @@ def load_patient(path: str | Path) -> PatientData:
         from b12kg.fhir import is_fhir_json, load_fhir_patient
 
         if path.suffix.lower() == ".ndjson" or is_fhir_json(data):
-            return PatientData(path=path, triples=load_fhir_patient(path)[0])
+            return PatientData(path=path, triples=load_fhir_patient(path, kb=kb)[0])
     fmt = detect_format(path)
     base = path.resolve().as_uri()
     try:
