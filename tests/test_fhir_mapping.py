@@ -247,14 +247,22 @@ def test_import_fhir_command_writes_good_output_and_exits_3(bad_folder, tmp_path
     assert len(json.loads(report.read_text())["errors"]) == 3
 
 
-def test_import_fhir_command_store_writes_the_patients_graph(tmp_path):
+def test_import_fhir_command_store_writes_a_dataset_that_derive_reads(tmp_path):
     store_dir = tmp_path / "store"
-    proc = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
+                           "--dataset", "seed-fhir"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     store = ox.Store(str(store_dir))
     graphs = {q.graph_name.value for q in store}
-    assert graphs == {"urn:b12kg:graph:patients"}
+    del store
+    assert graphs == {"urn:b12kg:dataset:seed-fhir"}
+    again = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
+                            "--dataset", "seed-fhir"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    derived = subprocess.run([str(BIN), "derive", "--store", str(store_dir), "--as-of", "2025-10-31"],
+                             capture_output=True, text=True)
+    assert derived.returncode == 0, derived.stderr
+    assert "derived 1 of 1 patient(s)" in derived.stderr and "1 in scope" in derived.stderr
 
 
 def test_recommend_command_accepts_a_fhir_bundle():

@@ -17,7 +17,8 @@ from b12kg.errors import ExitCode, InputError
 def import_fhir_command(
     paths: Annotated[list[Path], typer.Argument(help="FHIR Bundle or resource JSON files, NDJSON bulk files (.ndjson), or folders of them.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the patient data as Turtle to this file (default: stdout).")] = None,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Add the patient data to the pyoxigraph store in this folder (graph urn:b12kg:graph:patients), in one transaction.")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Load the patient data into the embedded store in this folder as a dataset (replaced atomically if it exists); then run b12kg derive.")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name in the store.")] = "fhir",
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the import report as JSON to this file.")] = None,
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the code bindings of the knowledge base in this folder.")] = None,
 ) -> None:
@@ -37,11 +38,13 @@ def import_fhir_command(
         raise typer.BadParameter("use either --out or --store, not both")
     result = import_fhir(paths, kb=KnowledgeBase(kb_dir) if kb_dir else None)
     if store is not None:
-        import pyoxigraph as ox
+        from b12kg.store import EmbeddedStore, dataset_graph
 
-        target = ox.Store(str(store))
-        target.extend(result.quads(ns.GRAPH_PATIENTS))  # one atomic insertion of all quads
-        target.flush()
+        target = EmbeddedStore(store)
+        try:
+            target.replace_graph(dataset_graph(dataset), [q.triple for q in result.quads(ns.GRAPH_PATIENTS)])
+        finally:
+            target.close()
     elif out is not None:
         out.write_text(result.turtle(), encoding="utf-8")
     else:
