@@ -14,6 +14,8 @@ QC queries.
 
 from __future__ import annotations
 
+import os
+
 import csv
 import io
 import re
@@ -566,7 +568,7 @@ def stage_logic(ctx: Context) -> list[Finding]:
     try:
         space = sc.ScenarioSpace.from_kb(ctx.kb)
         chosen = list(space.scenarios()) if ctx.strength is None else sc.covering(space, ctx.strength)
-        decisions = sc.evaluate(ctx.kb, chosen, as_of=ctx.as_of, batch_size=300)
+        decisions = sc.evaluate(ctx.kb, chosen, as_of=ctx.as_of, batch_size=300, workers=os.cpu_count() or 1)
     except KnowledgeBaseError as exc:
         return out + [ctx.finding("logic-evaluation-failed", exc.message)]
     except (SyntaxError, ValueError, OSError) as exc:

@@ -112,9 +112,9 @@ def check_command(
     stage: Annotated[Optional[list[str]], typer.Option(
         "--stage", help=f"Run only these stages (repeat): {', '.join(STAGES)}.")] = None,
     all_scenarios: Annotated[bool, typer.Option(
-        "--all-scenarios", help="Evaluate the full cross product of scenario dimensions (slower).")] = False,
-    strength: Annotated[int, typer.Option(
-        "--strength", help="Scenarios cover every combination of this many dimensions (default 4).")] = 4,
+        "--all-scenarios", help="Evaluate the full cross product of scenario dimensions (the default).")] = False,
+    strength: Annotated[Optional[int], typer.Option(
+        "--strength", min=1, help="Faster partial run: scenarios cover every combination of this many dimensions.")] = None,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date of the scenarios (YYYY-MM-DD).")] = None,
 ) -> None:
     """Check the knowledge base: syntax, OWL 2 DL + HermiT, guideline shapes, QC queries, decision logic,
@@ -145,7 +145,7 @@ def check_command(
         fail(f"{directory}: no such folder")
     try:
         report = run_checks(directory, stages=stage or None, as_of=day,
-                            strength=None if (all_scenarios or scenarios_out) else strength, scenarios_out=scenarios_out)
+                            strength=None if (all_scenarios or scenarios_out or strength is None) else strength, scenarios_out=scenarios_out)
     except ValueError as exc:
         fail(str(exc))
     except B12kgError as exc:

@@ -362,18 +362,21 @@ def evaluate(
     *,
     as_of: date,
     batch_size: int = 2000,
+    workers: int = 1,
 ) -> list[Decision]:
-    """Run the real pipeline over the scenarios, ``batch_size`` patients per workspace."""
-    decisions: list[Decision] = []
-    batch: list[Scenario] = []
-    for scenario in scenarios:
-        batch.append(scenario)
-        if len(batch) >= batch_size:
-            decisions += _evaluate_batch(kb, batch, as_of)
-            batch = []
-    if batch:
-        decisions += _evaluate_batch(kb, batch, as_of)
-    return decisions
+    """Run the real pipeline over the scenarios, ``batch_size`` patients per workspace, the batches
+    spread over ``workers`` processes (results in scenario order either way)."""
+    items = list(scenarios)
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if workers > 1 and len(batches) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_evaluate_batch, [kb] * len(batches), batches, [as_of] * len(batches)))
+    else:
+        results = [_evaluate_batch(kb, batch, as_of) for batch in batches]
+    return [decision for result in results for decision in result]
 
 
 def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, shared_facts: bool = True) -> list[Decision]:

@@ -164,7 +164,7 @@ def export_command(
 
 
 def synth_command(
-    patients: Annotated[int, typer.Option("--patients", min=1, help="How many patients.")] = 1000,
+    patients: Annotated[int, typer.Option("--patients", min=1, help="How many patients.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same cohort.")] = 1,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Dates are drawn before this day (default 2025-10-31).")] = "2025-10-31",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="N-Triples file to write (default: stdout).")] = None,
