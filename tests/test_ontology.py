@@ -7,7 +7,6 @@ import io
 import re
 
 import owlready2
-import pyoxigraph as ox
 import rdflib
 from rdflib.namespace import OWL, RDF, RDFS, SKOS
 

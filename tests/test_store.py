@@ -9,7 +9,6 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import date
 from pathlib import Path
 
 import pyoxigraph as ox

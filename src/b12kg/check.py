@@ -338,7 +338,6 @@ def _owl_dl(ctx: Context) -> list[Finding]:
     # undeclared classes and properties in axioms
     declared_classes = {s for s, ts in types.items() if OWL + "Class" in ts or RDFS + "Class" in ts}
     declared_props = {s for s, ts in types.items() if ts & _PROPERTY_KINDS}
-    list_members: dict[ox.BlankNode | ox.NamedNode, list] = {}
     firsts = {t.subject: t.object for t in by_pred[RDF + "first"]}
     rests = {t.subject: t.object for t in by_pred[RDF + "rest"]}
 

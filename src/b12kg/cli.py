@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,16 +27,6 @@ def _fail(problems: list[str], code: ExitCode) -> None:
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     raise typer.Exit(int(code))
-
-
-def _parse_date(value: str | None) -> date:
-    if value is None:
-        return date.today()
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        _fail([f"--as-of: {value!r} is not a date (use YYYY-MM-DD)"], ExitCode.USAGE)
-    raise AssertionError("unreachable")
 
 
 @app.callback()
@@ -67,7 +56,9 @@ def recommend(
         engine = Reasoner(reasoner)
     except ValueError:
         _fail([f"--reasoner: {reasoner!r} is not one of rules, hermit"], ExitCode.USAGE)
-    day = _parse_date(as_of)
+    from b12kg.store_cli import parse_as_of
+
+    day = parse_as_of(as_of)
     kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
     evaluation = run(patient_file, as_of=day, reasoner=engine, kb=kb)
     if fmt in (OutputFormat.turtle, OutputFormat.jsonld):

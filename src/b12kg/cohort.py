@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pyoxigraph as ox
 
-from b12kg._version import ENGINE_VERSION
 from b12kg.derive import derive as derive_queries
 from b12kg.derive import normalise, schedule
 from b12kg.engine import Workspace

@@ -33,6 +33,12 @@ class B12kgError(Exception):
         self.problems = problems or [message]
 
 
+class UsageError(B12kgError):
+    """A command-line option has a value the command cannot use."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InputError(B12kgError):
     """An input file is missing, unreadable or syntactically wrong."""
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from b12kg.errors import ExitCode, InputError
+from b12kg.errors import ExitCode, InputError, UsageError
 
 StoreDir = Annotated[Optional[Path], typer.Option("--store", help="Embedded store folder (created by load).")]
 Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="SPARQL 1.1 query endpoint URL.")]
@@ -50,13 +50,14 @@ def _progress(description: str, total: int | None):
         yield lambda n: bar.advance(task, n)
 
 
-def _date(value: str | None) -> date:
+def parse_as_of(value: str | None) -> date:
+    """The ``--as-of`` option of every command: YYYY-MM-DD, or today when not given."""
     if value is None:
         return date.today()
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise InputError(f"--as-of: {value!r} is not a date (use YYYY-MM-DD)") from None
+        raise UsageError(f"--as-of: {value!r} is not a date (use YYYY-MM-DD)") from None
 
 
 def load_command(
@@ -90,7 +91,7 @@ def derive_command(
     from b12kg import cohort
     from b12kg.kb import KnowledgeBase
 
-    day = _date(as_of)
+    day = parse_as_of(as_of)
     kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
@@ -172,7 +173,7 @@ def synth_command(
     """Write a deterministic synthetic cohort (N-Triples) covering every scenario dimension."""
     from b12kg.synth import generate, generate_file
 
-    day = _date(as_of)
+    day = parse_as_of(as_of)
     if out:
         generate_file(out, patients=patients, seed=seed, as_of=day)
         typer.echo(f"wrote {patients} patients to {out}", err=True)
