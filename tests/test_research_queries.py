@@ -1,0 +1,418 @@
+"""The research-query library (queries/research/*.rq) on the embedded store and on real Oxigraph and
+Virtuoso servers: exact answers on a known cohort, and the same derived graph on every backend.
+
+The cohort is every example patient (their outcomes are documented in tests/test_examples.py, CASES)
+plus one negative fixture written here: a patient with a chronic kidney disease diagnosis who was given
+hydroxocobalamin only — a contraindication finding (cyanocobalamin) without the contraindicated product
+on record. Expected answers follow from those documented outcomes, the patients' files and the
+guideline's own statements (read from ontology/guideline.ttl with rdflib, not with the store).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+import rdflib
+from rdflib.compare import isomorphic
+
+from b12kg import cohort
+from b12kg._version import ENGINE_VERSION
+from b12kg.kb import KnowledgeBase
+from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
+from conftest import EXAMPLES, REPO, SEED_AS_OF, require_binary
+from servers import OXIGRAPH_HINT, VIRTUOSO_HINT, oxigraph_binary, oxigraph_server, virtuoso_server
+from test_examples import BELOW_THRESHOLD, CASES, IN_SCOPE_ALWAYS, Expected
+
+B12 = "https://w3id.org/b12kg/ontology#"
+GL = "https://w3id.org/b12kg/guideline#"
+XSD = "http://www.w3.org/2001/XMLSchema#"
+RESEARCH = REPO / "queries" / "research"
+KB = KnowledgeBase(REPO)
+
+# ------------------------------------------------------------------------------ the known cohort
+RENAL_HYDROXO = "renal-hydroxocobalamin"
+RENAL_HYDROXO_TTL = """\
+@prefix b12: <https://w3id.org/b12kg/ontology#> .
+@prefix sct: <http://snomed.info/id/> .
+@prefix loinc: <http://loinc.org/rdf#> .
+@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .
+@prefix : <https://example.org/b12kg/renal-hydroxocobalamin#> .
+
+:patient a b12:Patient ;
+    b12:hasCondition :stroke , :ckd ;
+    b12:hasLabResult :b12 ;
+    b12:hasAdministration :injection-1 ;
+    b12:hasNeurologicalAssessment :neuro .
+:stroke a b12:Condition ; b12:code sct:230690007 ; b12:onsetDate "2025-06-14"^^xsd:date .
+:ckd a b12:Condition ; b12:code sct:709044004 ; b12:onsetDate "2020-01-10"^^xsd:date .
+:b12 a b12:LabResult ; b12:code loinc:2132-9 ; b12:value 292 ; b12:unit "pg/mL" ; b12:effectiveDate "2025-10-24"^^xsd:date .
+:injection-1 a b12:MedicationAdministration ; b12:substance b12:hydroxocobalamin ; b12:doseValue 1 ; b12:doseUnit "mg" ;
+    b12:route b12:intramuscular ; b12:effectiveDate "2025-08-31"^^xsd:date .
+:neuro a b12:NeurologicalAssessment ; b12:symptomStatus b12:absent ; b12:effectiveDate "2025-10-24"^^xsd:date .
+"""
+#: The negative fixture's outcome: the seed case's, with renal impairment and no cyanocobalamin to switch from.
+COHORT: dict[str, Expected] = {
+    **CASES,
+    RENAL_HYDROXO: Expected(True, recs=IN_SCOPE_ALWAYS | BELOW_THRESHOLD | {"stmt-treatment-1", "stmt-form-2"},
+                            selected="stmt-treatment-2", contraindicated={"contra-cyanocobalamin-renal"},
+                            missing={"missing-homocysteine", "missing-folate"}),
+}
+
+
+def patient(name: str) -> str:
+    return f"https://example.org/b12kg/{name}#patient"
+
+
+def fact(name: str, local: str) -> str:
+    return f"https://example.org/b12kg/{name}#{local}"
+
+
+# B12 from the files: 292 pg/mL (= 215.5 pmol/L, also given in ng/L and pmol/L) and 180 pmol/L are below both
+# the stroke-risk (322 pmol/L) and the metabolic (258 pmol/L) thresholds; 500 pg/mL (= 369 pmol/L) is above.
+B12_AT_OR_ABOVE = {"normal-b12-on-maintenance", "normal-b12-untreated"}
+NO_USABLE_B12 = {"no-b12-result", "old-b12-result"}  # none on record; only one older than a year
+B12_BELOW = set(COHORT) - B12_AT_OR_ABOVE - NO_USABLE_B12
+RENAL_IMPAIRMENT = {"ckd-diagnosis", "egfr-35", RENAL_HYDROXO}  # CKD diagnosis or eGFR 35 (< 60)
+# Next-dose windows of the selected hydroxocobalamin regimen (every 2-3 months after the last injection):
+DUE_FROM_AUGUST_31 = {"seed-case", "seed-case-pmol", "seed-case-ng-per-l", "ckd-diagnosis", "egfr-35", "egfr-75",
+                      "metabolic-deficiency", "homocysteine-at-target", "low-folate", RENAL_HYDROXO}
+WINDOW_FROM_AUGUST_31 = ("2025-10-31", "2025-11-30")
+DUE_FROM_SEPTEMBER_15 = {"normal-b12-on-maintenance"}
+WINDOW_FROM_SEPTEMBER_15 = ("2025-11-15", "2025-12-15")
+
+
+# ------------------------------------------------------------------------------------- backends
+def _load_and_derive(store: Store, directory: Path) -> None:
+    extra = directory / f"{RENAL_HYDROXO}.ttl"
+    extra.write_text(RENAL_HYDROXO_TTL, encoding="utf-8")
+    cohort.load(store, sorted(EXAMPLES.glob("*.ttl")) + [extra])
+    result = cohort.derive(store, as_of=SEED_AS_OF)
+    assert result.problems == []
+    assert (result.patients, result.evaluated) == (len(COHORT), len(COHORT))
+
+
+@pytest.fixture(scope="module", params=["embedded", "oxigraph", "virtuoso"])
+def backend(request, tmp_path_factory) -> Iterator[Store]:
+    """The known cohort, loaded and derived on one backend (each server started once for the module)."""
+    directory = tmp_path_factory.mktemp(request.param)
+    if request.param == "embedded":
+        store = EmbeddedStore(directory / "store")
+        _load_and_derive(store, directory)
+        yield store
+        store.close()
+        return
+    if request.param == "oxigraph":
+        if oxigraph_binary() is None:
+            require_binary("oxigraph", OXIGRAPH_HINT)
+        server = oxigraph_server(directory)
+    else:
+        require_binary("virtuoso-t", VIRTUOSO_HINT)
+        require_binary("isql-vt", VIRTUOSO_HINT)
+        server = virtuoso_server(directory)
+    with server as store:
+        _load_and_derive(store, directory)
+        yield store
+
+
+@pytest.fixture(scope="module")
+def embedded_derived(tmp_path_factory) -> set:
+    directory = tmp_path_factory.mktemp("reference")
+    store = EmbeddedStore(directory / "store")
+    _load_and_derive(store, directory)
+    triples = _graph(store, GRAPH_DERIVED)
+    store.close()
+    return triples
+
+
+def _graph(store: Store, graph: str) -> set:
+    rows = store.construct("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(graph)})
+    return {(t.subject, t.predicate, t.object) for t in rows}
+
+
+def run(store: Store, name: str, **params: str) -> list[dict[str, str]]:
+    """A research query by name; rows as {column: lexical value} (unbound columns left out)."""
+    source, text = cohort.resolve_query(KB, name)
+    columns, rows = cohort.run_query(store, text, params, source=source)
+    return [{c: r[c].value for c in columns if c in r} for r in rows]
+
+
+# ------------------------------------------------------------------ the guideline, read independently
+@pytest.fixture(scope="module")
+def guideline() -> rdflib.Graph:
+    g = rdflib.Graph()
+    g.parse(REPO / "ontology" / "guideline.ttl")
+    g.parse(REPO / "ontology" / "b12kg.ttl")
+    return g
+
+
+def _statement_of(g: rdflib.Graph, source: str) -> str:
+    parent = g.value(rdflib.URIRef(GL + source), rdflib.URIRef(B12 + "derivedFromStatement"))
+    return str(parent).removeprefix(GL) if parent is not None else source
+
+
+def _evidence(g: rdflib.Graph, statement: str) -> set[str]:
+    return {str(n) for n in g.objects(rdflib.URIRef(GL + statement), rdflib.URIRef(B12 + "hasEvidence") / rdflib.URIRef(B12 + "referenceNumber"))}
+
+
+def _regimen_statements(g: rdflib.Graph) -> set[str]:
+    when, unless = rdflib.URIRef(B12 + "selectedWhen"), rdflib.URIRef(B12 + "selectedUnless")
+    return {str(s).removeprefix(GL) for s in set(g.subjects(when, None)) | set(g.subjects(unless, None))}
+
+
+def _status(g: rdflib.Graph, name: str, source: str) -> str:
+    if source == COHORT[name].selected:
+        return B12 + "selected"
+    return B12 + ("alternative" if source in _regimen_statements(g) else "applies")
+
+
+# ------------------------------------------------------------------------------ the library itself
+QUERIES = sorted(RESEARCH.glob("*.rq"))
+
+
+def _body(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def test_the_library_has_at_least_eight_documented_queries():
+    assert len(QUERIES) >= 8
+    for path in QUERIES:
+        text = path.read_text(encoding="utf-8")
+        header = [line for line in text.splitlines() if line.startswith("#")]
+        assert text.startswith("#+ summary:"), path.name
+        for tag in ("#+ answers:", "#+ output:"):
+            assert any(line.startswith(tag) for line in header), f"{path.name}: no {tag} line"
+        declared = cohort.query_parameters(text)
+        used = set(re.findall(r"\?(\w+)", _body(text)))
+        assert set(declared) <= used, f"{path.name}: a declared parameter is never used"
+
+
+@pytest.mark.parametrize("path", QUERIES, ids=lambda p: p.stem)
+def test_query_is_portable_standard_sparql_without_guideline_content(path):
+    text = path.read_text(encoding="utf-8")
+    body = _body(text)
+    ox.Store().query(text)  # parses as SPARQL 1.1 (unbound parameters are simply unbound)
+    no_iris = re.sub(r"<[^>]*>", "<>", body)
+    assert not re.search(r"\b(FROM|GRAPH|SERVICE|DEFINE)\b|\bbif:|\bsql:", no_iris, re.IGNORECASE), "union default graph, standard SPARQL only"
+    assert not re.search(r"\bEXISTS\b", no_iris, re.IGNORECASE), "no (NOT) EXISTS: quadratic on large cohorts"
+    assert not re.search(r"(?<![\w?])\d", re.sub(r'"[^"]*"', '""', no_iris)), "no numbers: thresholds live in the ontology"
+    assert GL not in body and "PREFIX gl:" not in body, "no guideline individuals: read them from the ontology"
+
+
+def test_an_unknown_research_query_is_a_clear_error():
+    from b12kg.errors import InputError
+
+    with pytest.raises(InputError, match="research queries: .*state-counts"):
+        cohort.resolve_query(KB, "no-such-query")
+
+
+# ------------------------------------------------------------------------------- answers per query
+def test_state_counts(backend):
+    rows = run(backend, "state-counts")
+    counts = {(r["topic"], r.get("state", "").removeprefix(B12)): int(r["patients"]) for r in rows}
+    assert counts[("vitamin B12", "PatientWithB12BelowStrokeRiskThreshold")] == len(B12_BELOW)
+    assert counts[("vitamin B12", "PatientWithB12BelowMetabolicThreshold")] == len(B12_BELOW)
+    assert counts[("vitamin B12", "PatientWithB12AtOrAboveStrokeRiskThreshold")] == len(B12_AT_OR_ABOVE)
+    assert counts[("vitamin B12", "PatientWithMetabolicB12Deficiency")] == 1  # B12 180 pmol/L, homocysteine 14
+    assert counts[("vitamin B12", "")] == len(NO_USABLE_B12)
+    assert counts[("homocysteine", "PatientWithHomocysteineAboveTarget")] == 1
+    assert counts[("homocysteine", "PatientWithHomocysteineAtTarget")] == 1
+    assert counts[("homocysteine", "")] == len(COHORT) - 2
+    assert counts[("renal function", "PatientWithRenalImpairment")] == len(RENAL_IMPAIRMENT)
+    assert counts[("stroke", "PostStrokePatient")] == len(COHORT) - 1  # all but no-stroke
+    assert counts[("stroke", "")] == 1
+    assert counts[("preference", "PatientPreferringOralTreatment")] == 1
+    assert counts[("neurological symptoms", "PatientWithNeurologicalSymptoms")] == 1
+    assert counts[("neurological symptoms", "")] == 1  # neurological-status-not-recorded
+    assert all(0 <= n <= len(COHORT) for n in counts.values())
+    assert len(rows) == len(counts), "one row per topic and state"
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), [
+    ("2025-10-01", "2025-10-30", set()),
+    ("2025-10-31", "2025-10-31", DUE_FROM_AUGUST_31),
+    ("2025-11-01", "2025-11-14", DUE_FROM_AUGUST_31),
+    ("2025-11-30", "2025-11-30", DUE_FROM_AUGUST_31 | DUE_FROM_SEPTEMBER_15),
+    ("2025-12-01", "2025-12-31", DUE_FROM_SEPTEMBER_15),
+    ("2025-12-16", "2026-01-31", set()),
+])
+def test_due_in_window(backend, start, end, expected):
+    rows = run(backend, "due-in-window", start=start, end=end)
+    assert sorted(r["patient"] for r in rows) == sorted(patient(n) for n in expected)
+    for r in rows:
+        name = r["patient"].split("/")[-1].removesuffix("#patient")
+        window = WINDOW_FROM_AUGUST_31 if name in DUE_FROM_AUGUST_31 else WINDOW_FROM_SEPTEMBER_15
+        assert (r["nextDueEarliest"], r["nextDueLatest"]) == window
+        assert r["statement"] == GL + "stmt-treatment-2"
+        assert (r["product"], r["route"]) == (B12 + "hydroxocobalamin", B12 + "intramuscular")
+        assert r["lastDate"] in ("2025-08-31", "2025-09-15")
+
+
+def test_due_in_window_needs_both_dates(backend):
+    from b12kg.errors import InputError
+
+    with pytest.raises(InputError, match="missing parameter"):
+        run(backend, "due-in-window", start="2025-11-01")
+    with pytest.raises(InputError, match="not a valid date"):
+        run(backend, "due-in-window", start="2025-11-01", end="soon")
+
+
+def test_contraindicated_product_given(backend):
+    rows = run(backend, "contraindicated-product-given")
+    # Renal impairment and cyanocobalamin given: ckd-diagnosis and egfr-35. Not listed: egfr-75 (cyanocobalamin,
+    # kidneys fine), normal-b12-on-maintenance (hydroxocobalamin) and the renal-impairment patient given
+    # hydroxocobalamin only, who has the contraindication finding but not the product.
+    assert {(r["patient"], r["administration"]) for r in rows} == {
+        (patient(n), fact(n, "injection-1")) for n in ("ckd-diagnosis", "egfr-35")
+    }
+    for r in rows:
+        assert r["contraindication"] == GL + "contra-cyanocobalamin-renal"
+        assert r["product"] == B12 + "cyanocobalamin"
+        assert (r["date"], r["route"], r["referenceNumber"]) == ("2025-08-31", B12 + "intramuscular", "3")
+
+
+def test_the_negative_fixture_has_the_finding_but_is_not_listed(backend):
+    rows = backend.select(
+        "PREFIX b12: <https://w3id.org/b12kg/ontology#> SELECT ?f WHERE { ?f a b12:ContraindicationFinding ; b12:forPatient ?p }",
+        {"p": ox.NamedNode(patient(RENAL_HYDROXO))},
+    )
+    assert len(rows) == 1
+
+
+def test_blocked_decisions(backend):
+    rows = run(backend, "blocked-decisions")
+    expected = {(patient(n), B12 + "MissingDataFinding", GL + m) for n, e in COHORT.items() for m in e.missing}
+    expected |= {(patient(n), B12 + "NotCoveredFinding", GL + x) for n, e in COHORT.items() for x in e.not_covered}
+    assert sorted((r["patient"], r["kind"], r["source"]) for r in rows) == sorted(expected)
+    assert all(r.get("label") and r.get("decision") for r in rows)
+    assert all(r.get("whatToRecord") for r in rows if r["kind"] == B12 + "MissingDataFinding")
+    assert not any(r["patient"] == patient("metabolic-deficiency") and r["source"] == GL + "missing-homocysteine"
+                   for r in rows), "homocysteine was measured"
+
+
+def test_recommendation_evidence(backend, guideline):
+    rows = run(backend, "recommendation-evidence")
+    recs: Counter = Counter()
+    patients: dict[str, set] = {}
+    for name, e in COHORT.items():
+        for source in e.recs:
+            statement = _statement_of(guideline, source)
+            recs[statement] += 1
+            patients.setdefault(statement, set()).add(name)
+    expected = set()
+    for statement, n in recs.items():
+        for ref in _evidence(guideline, statement) or {None}:
+            expected.add((GL + statement, ref, n, len(patients[statement])))
+    got = {(r["statement"], r.get("referenceNumber"), int(r["recommendations"]), int(r["patients"])) for r in rows}
+    assert got == expected
+    assert len(rows) == len(expected)
+
+
+@pytest.mark.parametrize("name", ["seed-case", "oral-preference", "no-stroke"])
+def test_patient_evidence(backend, guideline, name):
+    rows = run(backend, "patient-evidence", patient=patient(name))
+    expected = {
+        (GL + source, GL + _statement_of(guideline, source), _status(guideline, name, source), ref)
+        for source in COHORT[name].recs
+        for ref in _evidence(guideline, _statement_of(guideline, source)) or {None}
+    }
+    got = {(r["source"], r["statement"], r["status"], r.get("referenceNumber")) for r in rows}
+    assert got == expected
+    assert len({r["rec"] for r in rows}) == len(COHORT[name].recs)
+
+
+def test_recommendations_per_statement(backend, guideline):
+    rows = run(backend, "recommendations-per-statement")
+    expected = Counter((GL + s, _status(guideline, n, s)) for n, e in COHORT.items() for s in e.recs)
+    got = {(r["source"], r["status"]): (int(r["recommendations"]), int(r["patients"])) for r in rows}
+    assert got == {key: (n, n) for key, n in expected.items()}
+    assert got[(GL + "stmt-treatment-2", B12 + "alternative")] == (1, 1)  # oral-preference only
+
+
+def test_recommendation_provenance(backend, guideline):
+    (row,) = backend.select(
+        "PREFIX b12: <https://w3id.org/b12kg/ontology#> SELECT ?rec WHERE { ?rec b12:forPatient ?p ; b12:instantiates ?s }",
+        {"p": ox.NamedNode(patient("seed-case")), "s": ox.NamedNode(GL + "stmt-treatment-2")},
+    )
+    rows = run(backend, "recommendation-provenance", rec=row["rec"].value)
+    aspects: dict[str, set] = {}
+    for r in rows:
+        aspects.setdefault(r["aspect"], set()).add(r["value"])
+    version = str(guideline.value(rdflib.URIRef("https://w3id.org/b12kg/ontology"), rdflib.OWL.versionIRI))
+    assert aspects.pop("derivation", set()) and len(rows) == sum(len(v) for v in aspects.values()) + 1
+    assert aspects == {
+        "patient": {patient("seed-case")},
+        "instantiates": {GL + "stmt-treatment-2"},
+        "statement": {GL + "stmt-treatment-2"},
+        "status": {B12 + "selected"},
+        "evidence": _evidence(guideline, "stmt-treatment-2"),
+        # in scope: the stroke, the usable B12 result and the neurological assessment; next dose: the injection
+        "fact": {fact("seed-case", f) for f in ("stroke", "b12", "neuro", "injection-1")},
+        "asOf": {SEED_AS_OF.isoformat()},
+        "ontologyVersion": {version},
+        "engineVersion": {ENGINE_VERSION},
+    }
+
+
+def test_recommendation_provenance_of_an_unknown_rec_is_empty(backend):
+    assert run(backend, "recommendation-provenance", rec="https://w3id.org/b12kg/derived/rec-none") == []
+
+
+def test_homocysteine_above_target(backend, guideline):
+    rows = run(backend, "homocysteine-above-target")
+    assert [r["patient"] for r in rows] == [patient("metabolic-deficiency")]  # 14 umol/L; 8 umol/L is at target
+    (r,) = rows
+    target = guideline.value(rdflib.URIRef(GL + "threshold-homocysteine-target"), rdflib.URIRef(B12 + "thresholdValue"))
+    assert Decimal(r["target"]) == Decimal(str(target))
+    assert (Decimal(r["value"]), r["unit"], r["date"]) == (Decimal(14), "umol/L", "2025-10-24")
+    assert (Decimal(r["reportedValue"]), r["reportedUnit"]) == (Decimal(14), "umol/L")
+    assert r["result"] == fact("metabolic-deficiency", "homocysteine")
+
+
+# ------------------------------------------------------------------------ the same on every backend
+def test_derived_graph_is_the_same_as_embedded(backend, embedded_derived):
+    derived = _graph(backend, GRAPH_DERIVED)
+    assert not any(isinstance(t, ox.BlankNode) for triple in derived for t in triple), "derived IRIs only"
+    assert len(derived) > 1000
+    assert derived == embedded_derived
+
+
+def test_ontology_graph_round_trips_with_its_blank_nodes(backend, kb):
+    """OWL restrictions and lists are blank nodes: the remote store must keep their structure."""
+    stored = rdflib.Graph()
+    for s, p, o in _graph(backend, GRAPH_ONTOLOGY):
+        stored.add(tuple(_rdflib(t) for t in (s, p, o)))
+    expected = rdflib.Graph()
+    for q in kb.ontology_quads(ox.DefaultGraph()):
+        expected.add(tuple(_rdflib(t) for t in (q.subject, q.predicate, q.object)))
+    assert any(isinstance(s, rdflib.BNode) for s in stored.subjects())
+    assert isomorphic(stored, expected)
+
+
+def _rdflib(term):
+    if isinstance(term, ox.NamedNode):
+        return rdflib.URIRef(term.value)
+    if isinstance(term, ox.BlankNode):
+        return rdflib.BNode(term.value)
+    if term.language:
+        return rdflib.Literal(term.value, lang=term.language)
+    datatype = term.datatype.value
+    if datatype == XSD + "string":
+        return rdflib.Literal(term.value)
+    value = term.value
+    if datatype == XSD + "decimal":  # by value: stores may write 1.0 as 1
+        value = format(Decimal(value).normalize(), "f")
+    elif datatype == XSD + "integer":
+        value = str(int(value))
+    return rdflib.Literal(value, datatype=rdflib.URIRef(datatype), normalize=False)
+
+
+def test_deriving_again_replaces_the_derived_graph(backend, embedded_derived):
+    """A second derive leaves exactly the same derived graph (no duplicates, nothing stale)."""
+    cohort.derive(backend, as_of=SEED_AS_OF)
+    assert _graph(backend, GRAPH_DERIVED) == embedded_derived
