@@ -174,7 +174,9 @@ class RemoteStore(Store):
 
         w = self._client(self.endpoint)
         w.setMethod(POST)
-        w.setRequestMethod("postdirectly")
+        # A form-encoded POST (query=...): Virtuoso 7.2 never answers a direct application/sparql-query POST.
+        w.setRequestMethod("urlencoded")
+        w.setOnlyConneg(True)  # the Accept header alone names the format (no format=... parameter)
         w.setQuery(text)
         w.addCustomHttpHeader("Accept", accept)
         try:
@@ -205,9 +207,16 @@ class RemoteStore(Store):
             raise StoreError(f"{self.update_endpoint}: update failed: {_first_line(exc)}") from None
 
     def _fill(self, graph, triples):
-        count, chunk = 0, []
+        # Triples with blank nodes (the ontology's OWL lists and restrictions) go in one final
+        # INSERT { ... } WHERE {} request: a blank node keeps its identity only within one request,
+        # and Virtuoso 7 refuses blank nodes in INSERT DATA.
+        count, chunk, with_blanks = 0, [], []
         for t in triples:
-            chunk.append(f"{t.subject} {t.predicate} {t.object} .")
+            line = f"{t.subject} {t.predicate} {t.object} ."
+            if isinstance(t.subject, ox.BlankNode) or isinstance(t.object, ox.BlankNode):
+                with_blanks.append(line)
+                continue
+            chunk.append(line)
             if len(chunk) >= self.batch:
                 self.update(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(chunk) + "\n} }")
                 count += len(chunk)
@@ -215,6 +224,9 @@ class RemoteStore(Store):
         if chunk:
             self.update(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(chunk) + "\n} }")
             count += len(chunk)
+        if with_blanks:
+            self.update(f"INSERT {{ GRAPH <{graph}> {{\n" + "\n".join(with_blanks) + "\n} } WHERE {}")
+            count += len(with_blanks)
         return count
 
 
