@@ -416,3 +416,23 @@ def test_deriving_again_replaces_the_derived_graph(backend, embedded_derived):
     """A second derive leaves exactly the same derived graph (no duplicates, nothing stale)."""
     cohort.derive(backend, as_of=SEED_AS_OF)
     assert _graph(backend, GRAPH_DERIVED) == embedded_derived
+
+
+DERIVE_QUERIES = [name for name, _ in KB.queries("derive")]
+
+
+@pytest.mark.parametrize("name", DERIVE_QUERIES)
+def test_derive_query_gives_the_engines_answer_on_the_store(backend, embedded_derived, name, request):
+    """Each queries/derive/*.rq, evaluated by the store itself over the derived patient states, constructs
+    only triples the engine derived: the derive queries are portable SPARQL 1.1."""
+    if name == "derive/02-recommendations" and request.node.callspec.params["backend"] == "virtuoso":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "Virtuoso 7.2.5 gives the oral-preference patient's stmt-treatment-2 (selectedUnless "
+            "PatientPreferringOralTreatment) the status selected instead of alternative: in the full query "
+            "(held = required sub-selects, UNION, then the selectedUnless OPTIONAL) the OPTIONAL's binding is lost; "
+            "the same OPTIONAL and IF/BOUND with VALUES instead of the sub-selects give alternative. The pipeline "
+            "is unaffected: derive evaluates these queries in-process, not on the server.")))
+    got = {(t.subject, t.predicate, t.object)
+           for t in backend.construct(KB.query(name), {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
+    assert got, f"{name} constructed nothing"
+    assert got <= embedded_derived
