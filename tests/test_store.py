@@ -251,3 +251,16 @@ def test_endpoint_refuses_federation(endpoint):
 def test_endpoint_serves_a_query_page(endpoint):
     with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/", timeout=30) as r:
         assert b"<form" in r.read()
+
+
+def test_query_columns_are_the_projected_variables(loaded, tmp_path):
+    q = tmp_path / "counts.rq"
+    q.write_text("PREFIX b12: <https://w3id.org/b12kg/ontology#>\n"
+                 "SELECT ?status (COUNT(DISTINCT ?rec) AS ?recs) (COUNT(DISTINCT ?patient) AS ?patients)\n"
+                 "WHERE { ?rec b12:recommendationStatus ?status ; b12:forPatient ?patient }\n"
+                 "GROUP BY ?status ORDER BY ?status\n")
+    result = cli("query", str(q), "--store", str(loaded), "-f", "csv")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.strip().splitlines()
+    assert header == "status,recs,patients"
+    assert len(rows) == 3  # applies, selected, alternative
