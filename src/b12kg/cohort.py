@@ -49,6 +49,7 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
             raise InputError(f"{path}: no such file")
         if path.suffix.lower() not in FORMATS:
             raise InputError(f"{path}: unknown file type {path.suffix!r} (known: {', '.join(sorted(FORMATS))})")
+    store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
     loaded = {}
     for path in files:
         graph = dataset_graph(dataset or path.stem)
@@ -112,6 +113,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     ``as_of`` are left out and reported in ``problems``; the others are derived."""
     kb = kb or KnowledgeBase()
     result = DeriveResult()
+    store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
     store.replace_graph(GRAPH_ONTOLOGY, [q.triple for q in kb.ontology_quads(ox.DefaultGraph())])
 
     def derived_triples() -> Iterator[ox.Triple]:

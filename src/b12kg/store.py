@@ -75,6 +75,14 @@ class Store(ABC):
         rows = self.select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
         return sorted(r["g"].value for r in rows)
 
+    def drop_scratch(self) -> list[str]:
+        """Drop the scratch graphs a stopped (killed) run left behind: queries read the union of all
+        graphs, where they would be seen beside the real ones. Returns the graphs dropped."""
+        stale = [g for g in self.graphs() if g.startswith(SCRATCH_PREFIX)]
+        for g in stale:
+            self.update(f"DROP SILENT GRAPH <{g}>")
+        return stale
+
     def datasets(self) -> list[str]:
         return [g for g in self.graphs() if g.startswith(DATASET_PREFIX)]
 
@@ -135,6 +143,13 @@ class EmbeddedStore(Store):
             where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
             raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
         self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}>")
+
+    def drop_scratch(self) -> list[str]:
+        stale = [g.value for g in self.store.named_graphs()
+                 if isinstance(g, ox.NamedNode) and g.value.startswith(SCRATCH_PREFIX)]
+        for g in stale:
+            self.update(f"DROP SILENT GRAPH <{g}>")
+        return stale
 
     def dump(self, fmt: ox.RdfFormat, graph: str | None = None) -> bytes:
         if graph is None:
