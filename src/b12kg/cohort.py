@@ -277,6 +277,10 @@ def graph_alias(name: str | None) -> str | None:
     if name.startswith("dataset:"):
         return dataset_graph(name.split(":", 1)[1])
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", name):
+        try:
+            ox.NamedNode(name)
+        except ValueError as exc:
+            raise InputError(f"--graph {name!r}: not a valid IRI ({exc})") from None
         return name
     raise InputError(f"--graph {name!r}: use derived, ontology, dataset:NAME, all or a graph IRI")
 
