@@ -203,20 +203,9 @@ def run_query(store: Store, text: str, params: dict[str, str], *, source: str = 
         raise InputError(f"{source}: missing parameter(s) {', '.join(sorted(missing))} (give --param NAME=VALUE)")
     bindings = {name: _typed(name, declared[name], value) for name, value in params.items()}
     try:
-        rows = store.select(text, bindings)
+        return store.select_with_columns(text, bindings)
     except (SyntaxError, ValueError) as exc:
         raise InputError(f"{source}: {exc}") from None
-    columns = _columns(text, rows)
-    return columns, rows
-
-
-def _columns(text: str, rows: list[dict]) -> list[str]:
-    head = re.search(r"\bSELECT\s+(DISTINCT\s+|REDUCED\s+)?(.*?)\bWHERE\b", text, re.IGNORECASE | re.DOTALL)
-    if head:
-        names = re.findall(r"\?(\w+)(?=\s*\)|\s|$)", re.sub(r"\([^()]*\bAS\s+\?(\w+)\s*\)", r"?\1 ", head.group(2)))
-        if names and "*" not in head.group(2):
-            return list(dict.fromkeys(names))
-    return sorted({k for row in rows for k in row})
 
 
 def _plain(term: object) -> str:

@@ -47,8 +47,13 @@ def dataset_graph(name: str) -> str:
 class Store(ABC):
     """The operations the cohort commands need; every query runs unchanged on each backend."""
 
+    def select(self, text: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]:
+        return self.select_with_columns(text, bindings)[1]
+
     @abstractmethod
-    def select(self, text: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]: ...
+    def select_with_columns(self, text: str, bindings: Mapping[str, object] | None = None
+                            ) -> tuple[list[str], list[dict[str, Term]]]:
+        """A SELECT query's projected variables (as the store reports them) and its rows."""
 
     @abstractmethod
     def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]: ...
@@ -107,10 +112,10 @@ class EmbeddedStore(Store):
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
 
-    def select(self, text, bindings=None):
+    def select_with_columns(self, text, bindings=None):
         solutions = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
         names = [v.value for v in solutions.variables]
-        return [{n: s[n] for n in names if s[n] is not None} for s in solutions]
+        return names, [{n: s[n] for n in names if s[n] is not None} for s in solutions]
 
     def construct(self, text, bindings=None):
         return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
@@ -199,11 +204,12 @@ class RemoteStore(Store):
         except Exception as exc:  # urllib and SPARQLWrapper raise many types
             raise StoreError(f"{self.endpoint}: query failed: {_first_line(exc)}") from None
 
-    def select(self, text, bindings=None):
+    def select_with_columns(self, text, bindings=None):
         import json
 
         data = json.loads(self._query(bind(text, bindings), "application/sparql-results+json"))
-        return [{k: _term(v) for k, v in row.items()} for row in data["results"]["bindings"]]
+        rows = [{k: _term(v) for k, v in row.items()} for row in data["results"]["bindings"]]
+        return list(data.get("head", {}).get("vars", [])), rows
 
     def construct(self, text, bindings=None):
         data = self._query(bind(text, bindings), "application/n-triples")
