@@ -122,3 +122,22 @@ def test_bad_options_are_usage_errors(args, expected):
     result = run("recommend", SEED, *args)
     assert result.returncode == ExitCode.USAGE
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_rdf_star_in_a_patient_file_is_a_clean_input_error(tmp_path):
+    path = write(tmp_path, "star.ttl", "@prefix b12: <https://w3id.org/b12kg/ontology#> .\n"
+                 "<< <a:s> <a:p> <a:o> >> <a:q> <a:r> .\n<a:p> a b12:Patient .\n")
+    result = run("recommend", path, "--as-of", "2025-10-31")
+    assert result.returncode == ExitCode.INPUT and "Traceback" not in result.stderr
+    assert "RDF-star quoted triples are not part of the patient vocabulary" in result.stderr
+
+
+def test_fhir_ids_that_are_not_iris_do_not_crash(tmp_path):
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "urn:uuid:5eed{0000", "resource": {"resourceType": "Patient", "id": "p1"}},
+        {"fullUrl": "urn:uuid:c0nd{1", "resource": {"resourceType": "Condition", "id": "c1",
+         "subject": {"reference": "urn:uuid:5eed{0000"},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "230690007"}]}}}]}
+    path = write(tmp_path, "odd-ids.json", json.dumps(bundle))
+    result = run("recommend", path, "--as-of", "2025-10-31", "--format", "json")
+    assert "Traceback" not in result.stderr and result.returncode != ExitCode.INTERNAL, result.stderr

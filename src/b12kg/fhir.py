@@ -244,6 +244,18 @@ class ImportResult:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def _safe_iri(text: str) -> str:
+    """``text`` when it is a valid IRI, otherwise with the characters an IRI cannot hold
+    percent-encoded: FHIR ids and fullUrls from the wild may hold any character."""
+    try:
+        ox.NamedNode(text)
+        return text
+    except ValueError:
+        from urllib.parse import quote
+
+        return quote(text, safe=":/#?&=@+-._~!$'()*,;")
+
+
 @dataclass
 class _Resource:
     file: Path
@@ -274,9 +286,9 @@ class _Resource:
     @property
     def iri(self) -> str:
         if self.full_url and re.match(r"^(urn:uuid:|urn:oid:|https?://)", self.full_url):
-            return self.full_url
+            return _safe_iri(self.full_url)
         if self.id:
-            return f"urn:b12kg:fhir:{self.type}/{self.id}"
+            return _safe_iri(f"urn:b12kg:fhir:{self.type}/{self.id}")
         return f"{self.file.resolve().as_uri()}#resource-{self.index}"
 
     @property
@@ -466,11 +478,11 @@ class _Mapper:
 
     @staticmethod
     def patient_iri(resource: _Resource) -> str:
-        return "urn:b12kg:patient:" + resource.key.split("/", 1)[1]
+        return _safe_iri("urn:b12kg:patient:" + resource.key.split("/", 1)[1])
 
     @staticmethod
     def fact_iri(resource: _Resource, part: str = "") -> ox.NamedNode:
-        return ox.NamedNode(f"urn:b12kg:fact:{resource.key}{part}")
+        return ox.NamedNode(_safe_iri(f"urn:b12kg:fact:{resource.key}{part}"))
 
     def provenance(self, fact: ox.NamedNode, resource: _Resource) -> None:
         source = ox.NamedNode(resource.iri)

@@ -37,7 +37,11 @@ class PatientData:
     def to_rdflib(self) -> rdflib.Graph:
         graph = rdflib.Graph()
         data = ox.serialize(self.triples, format=ox.RdfFormat.N_TRIPLES)
-        graph.parse(data=data.decode("utf-8"), format="nt")
+        try:
+            graph.parse(data=data.decode("utf-8"), format="nt")
+        except Exception as exc:  # e.g. RDF-star quoted triples, which pyoxigraph reads and rdflib does not
+            raise InputError(f"{self.path}: unsupported RDF in patient data ({str(exc).splitlines()[0][:120]}); "
+                             "RDF-star quoted triples are not part of the patient vocabulary") from None
         return graph
 
 

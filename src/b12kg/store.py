@@ -260,8 +260,8 @@ def _term(value: dict) -> Term:
     kind = value["type"]
     if kind == "uri":
         return ox.NamedNode(value["value"])
-    if kind == "bnode":
-        return ox.BlankNode(value["value"])
+    if kind == "bnode":  # Virtuoso names blank nodes nodeID://b123, not a valid blank node label
+        return ox.BlankNode(re.sub(r"[^A-Za-z0-9_]", "_", value["value"]))
     if "xml:lang" in value:
         return ox.Literal(value["value"], language=value["xml:lang"])
     if "datatype" in value:
