@@ -264,3 +264,14 @@ def test_query_columns_are_the_projected_variables(loaded, tmp_path):
     header, *rows = result.stdout.strip().splitlines()
     assert header == "status,recs,patients"
     assert len(rows) == 3  # applies, selected, alternative
+
+
+def test_endpoint_answers_concurrent_queries(endpoint):
+    """The guard parses queries on several threads; rdflib's parser is not thread-safe on its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    query = ("PREFIX b12: <https://w3id.org/b12kg/ontology#> "
+             "SELECT ?status (COUNT(?r) AS ?n) WHERE { ?r b12:recommendationStatus ?status } GROUP BY ?status")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: post(endpoint.url, query=query)[0], range(48)))
+    assert statuses == [200] * 48

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -80,13 +81,17 @@ class QueryRejected(Exception):
         self.status = status
 
 
+_PARSE_LOCK = threading.Lock()  # rdflib's pyparsing grammar is not thread-safe (found by the load test)
+
+
 def inspect_query(text: str) -> str:
     """The query form (SelectQuery, AskQuery, ConstructQuery, DescribeQuery); rejects updates and SERVICE."""
     from pyparsing import ParseException, ParseResults
     from rdflib.plugins.sparql.parser import parseQuery
 
     try:
-        parsed = parseQuery(text)
+        with _PARSE_LOCK:
+            parsed = parseQuery(text)
     except ParseException as exc:
         raise QueryRejected(HTTPStatus.BAD_REQUEST,
                             f"not a SPARQL query (updates are refused): line {exc.lineno}, column {exc.col}") from None

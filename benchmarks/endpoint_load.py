@@ -1,0 +1,121 @@
+"""A bounded load test of ``b12kg serve`` on loopback: concurrent research queries, then a table.
+
+    python benchmarks/endpoint_load.py                       # 500 patients, 4 clients, 400 queries
+    python benchmarks/endpoint_load.py --patients 2000 --clients 8 --queries 1000
+
+It builds a store (synthetic cohort, derived), starts the guarded endpoint on 127.0.0.1 (the Oxigraph
+server behind the b12kg guard), sends the research queries from ``queries/research/`` round-robin from
+``--clients`` threads until ``--queries`` have been answered or ``--seconds`` have passed, and prints
+queries/s, p50 and p99 latency and the error count. Only loopback traffic; it stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+from b12kg import cohort
+from b12kg.kb import KnowledgeBase
+from b12kg.serve import Endpoint
+from b12kg.sparql import bind
+from b12kg.store import EmbeddedStore
+from b12kg.synth import generate_file
+
+AS_OF = date(2025, 10, 31)
+
+
+def research_queries(kb: KnowledgeBase, store: EmbeddedStore) -> list[tuple[str, str]]:
+    """Every research query, its declared parameters bound to values that exist in the store."""
+    rec = store.select("SELECT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> } LIMIT 1")[0]["r"]
+    patient = store.select("SELECT ?p WHERE { ?p a <https://w3id.org/b12kg/ontology#Patient> } LIMIT 1")[0]["p"]
+    values = {"start": date(2025, 11, 1), "end": date(2025, 11, 30), "patient": patient, "rec": rec}
+    out = []
+    for path in sorted((kb.queries_dir / "research").glob("*.rq")):
+        text = path.read_text()
+        declared = cohort.query_parameters(text)
+        out.append((path.stem, bind(text, {k: values[k] for k in declared})))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--limit", type=int, default=10_000)
+    parser.add_argument("--timeout", type=int, default=30)
+    args = parser.parse_args()
+
+    kb = KnowledgeBase()
+    work = Path(tempfile.mkdtemp(prefix="b12kg-load-"))
+    cohort_file = work / "cohort.nt"
+    generate_file(cohort_file, patients=args.patients, seed=1, as_of=AS_OF)
+    store = EmbeddedStore(work / "db")
+    cohort.load(store, [cohort_file])
+    cohort.derive(store, as_of=AS_OF, shacl=False)
+    queries = research_queries(kb, store)
+    store.close()
+
+    latencies: dict[str, list[float]] = {name: [] for name, _ in queries}
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(args.queries))
+    deadline = time.monotonic() + args.seconds
+
+    with Endpoint(work / "db", port=0, limit=args.limit, timeout=args.timeout) as endpoint:
+        def client() -> None:
+            for i in counter:
+                if time.monotonic() > deadline:
+                    return
+                name, text = queries[i % len(queries)]
+                body = urllib.parse.urlencode({"query": text}).encode()
+                t = time.perf_counter()
+                try:
+                    with urllib.request.urlopen(endpoint.url, data=body, timeout=args.timeout + 10) as r:
+                        json.loads(r.read())
+                    with lock:
+                        latencies[name].append(time.perf_counter() - t)
+                except (urllib.error.URLError, OSError, ValueError) as exc:
+                    with lock:
+                        errors.append(f"{name}: {exc}")
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(args.clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - started
+
+    every = sorted(x for xs in latencies.values() for x in xs)
+
+    def pct(xs: list[float], p: float) -> float:
+        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] * 1000 if xs else float("nan")
+
+    print(f"\n{args.patients} patients, {args.clients} concurrent clients, {len(every)} answered in {wall:.1f} s, "
+          f"row limit {args.limit}, timeout {args.timeout} s\n")
+    print("| query | answered | p50 ms | p99 ms |")
+    print("|---|---:|---:|---:|")
+    for name, xs in latencies.items():
+        xs = sorted(xs)
+        print(f"| {name} | {len(xs)} | {pct(xs, 50):.0f} | {pct(xs, 99):.0f} |")
+    print(f"| **all** | {len(every)} | {pct(every, 50):.0f} | {pct(every, 99):.0f} |")
+    print(f"\nqueries/s: {len(every) / wall:.1f}; errors: {len(errors)}")
+    for e in errors[:5]:
+        print(f"  error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
