@@ -213,3 +213,32 @@ def virtuoso_server(directory: Path) -> Iterator[RemoteStore]:
         yield RemoteStore(f"http://{HOST}:{http_port}/sparql")
     finally:
         _stop(process, timeout=30)
+
+
+BACKENDS = ["embedded", "oxigraph", "virtuoso"]
+
+
+@contextlib.contextmanager
+def open_backend(kind: str, directory: Path) -> Iterator:
+    """An empty store of one kind: the embedded store, or a server started on loopback for it
+    (skipped locally with an install hint when its binary is missing; a failure in CI)."""
+    from b12kg.store import EmbeddedStore
+    from conftest import require_binary
+
+    if kind == "embedded":
+        store = EmbeddedStore(directory / "store")
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    if kind == "oxigraph":
+        if oxigraph_binary() is None:
+            require_binary("oxigraph", OXIGRAPH_HINT)
+        server = oxigraph_server(directory)
+    else:
+        require_binary("virtuoso-t", VIRTUOSO_HINT)
+        require_binary("isql-vt", VIRTUOSO_HINT)
+        server = virtuoso_server(directory)
+    with server as store:
+        yield store

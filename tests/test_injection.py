@@ -23,8 +23,8 @@ from b12kg import cohort
 from b12kg.errors import InputError
 from b12kg.kb import KnowledgeBase
 from b12kg.store import EmbeddedStore, RemoteStore, Store
-from conftest import EXAMPLES, SEED_AS_OF, require_binary
-from servers import OXIGRAPH_HINT, VIRTUOSO_HINT, oxigraph_binary, oxigraph_server, virtuoso_server
+from conftest import EXAMPLES, SEED_AS_OF
+from servers import open_backend
 
 KB = KnowledgeBase()
 SEED_PATIENT = "https://example.org/b12kg/seed-case#patient"
@@ -76,21 +76,7 @@ def _load_and_derive(store: Store) -> None:
 @pytest.fixture(scope="module", params=["embedded", "oxigraph", "virtuoso"])
 def backend(request, tmp_path_factory) -> Iterator[Store]:
     directory = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        store = EmbeddedStore(directory / "store")
-        _load_and_derive(store)
-        yield store
-        store.close()
-        return
-    if request.param == "oxigraph":
-        if oxigraph_binary() is None:
-            require_binary("oxigraph", OXIGRAPH_HINT)
-        server = oxigraph_server(directory)
-    else:
-        require_binary("virtuoso-t", VIRTUOSO_HINT)
-        require_binary("isql-vt", VIRTUOSO_HINT)
-        server = virtuoso_server(directory)
-    with server as store:
+    with open_backend(request.param, directory) as store:
         _load_and_derive(store)
         yield store
 

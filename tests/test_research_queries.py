@@ -25,8 +25,8 @@ from b12kg import cohort
 from b12kg._version import ENGINE_VERSION
 from b12kg.kb import KnowledgeBase
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
-from conftest import EXAMPLES, REPO, SEED_AS_OF, require_binary
-from servers import OXIGRAPH_HINT, VIRTUOSO_HINT, oxigraph_binary, oxigraph_server, virtuoso_server
+from conftest import EXAMPLES, REPO, SEED_AS_OF
+from servers import open_backend
 from test_examples import BELOW_THRESHOLD, CASES, IN_SCOPE_ALWAYS, Expected
 
 B12 = "https://w3id.org/b12kg/ontology#"
@@ -101,21 +101,7 @@ def _load_and_derive(store: Store, directory: Path) -> None:
 def backend(request, tmp_path_factory) -> Iterator[Store]:
     """The known cohort, loaded and derived on one backend (each server started once for the module)."""
     directory = tmp_path_factory.mktemp(request.param)
-    if request.param == "embedded":
-        store = EmbeddedStore(directory / "store")
-        _load_and_derive(store, directory)
-        yield store
-        store.close()
-        return
-    if request.param == "oxigraph":
-        if oxigraph_binary() is None:
-            require_binary("oxigraph", OXIGRAPH_HINT)
-        server = oxigraph_server(directory)
-    else:
-        require_binary("virtuoso-t", VIRTUOSO_HINT)
-        require_binary("isql-vt", VIRTUOSO_HINT)
-        server = virtuoso_server(directory)
-    with server as store:
+    with open_backend(request.param, directory) as store:
         _load_and_derive(store, directory)
         yield store
 
