@@ -472,9 +472,9 @@ class _Mapper:
         if target is not None:
             return self.patient_iri(target) if target.type == "Patient" else None
         if ref.startswith("urn:uuid:"):
-            return f"urn:b12kg:patient:{ref[9:]}"
+            return _safe_iri(f"urn:b12kg:patient:{ref[9:]}")
         match = _PATIENT_REF.search(ref)
-        return f"urn:b12kg:patient:{match.group(1)}" if match else None
+        return _safe_iri(f"urn:b12kg:patient:{match.group(1)}") if match else None
 
     @staticmethod
     def patient_iri(resource: _Resource) -> str:
