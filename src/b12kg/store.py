@@ -25,8 +25,7 @@ import pyoxigraph as ox
 from b12kg.errors import B12kgError, ExitCode, InputError
 from b12kg.sparql import Term, bind
 
-GRAPH_ONTOLOGY = "urn:b12kg:graph:ontology"
-GRAPH_DERIVED = "urn:b12kg:graph:derived"
+from b12kg.namespaces import GRAPH_DERIVED, GRAPH_ONTOLOGY  # noqa: E402  (one place for graph names)
 DATASET_PREFIX = "urn:b12kg:dataset:"
 SCRATCH_PREFIX = "urn:b12kg:scratch:"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
