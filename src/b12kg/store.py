@@ -75,6 +75,17 @@ class Store(ABC):
             self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}>")
         return count
 
+    def construct_nt(self, text: str, bindings: Mapping[str, object] | None = None) -> bytes:
+        """A CONSTRUCT query's triples as one N-Triples document (cheap to hand to another process)."""
+        return ox.serialize(self.construct(text, bindings), format=ox.RdfFormat.N_TRIPLES)
+
+    def replace_derived(self, ontology: list[ox.Triple], chunks: Iterable[bytes]) -> int:
+        """Replace the ontology graph with ``ontology`` and the derived graph with the triples of
+        ``chunks`` (N-Triples documents, consumed once, in order). Returns the derived triples written."""
+        self.replace_graph(GRAPH_ONTOLOGY, ontology)
+        return self.replace_graph(
+            GRAPH_DERIVED, (t for chunk in chunks for t in ox.parse(chunk, format=ox.RdfFormat.N_TRIPLES)))
+
     def graphs(self) -> list[str]:
         rows = self.select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
         return sorted(r["g"].value for r in rows)
@@ -118,6 +129,10 @@ class EmbeddedStore(Store):
 
     def construct(self, text, bindings=None):
         return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
+
+    def construct_nt(self, text, bindings=None):
+        result = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
+        return result.serialize(format=ox.RdfFormat.N_TRIPLES) or b""
 
     def update(self, text):
         self.store.update(text)
