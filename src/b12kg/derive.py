@@ -83,7 +83,7 @@ def days_per_unit(ws: Workspace, unit: str) -> Decimal:
 
 def normalise(ws: Workspace, as_of: date) -> None:
     """Canonical values, then the current result per analyte and the last B12 administration."""
-    ws.construct_into("normalised", "normalise/canonical-values")
+    ws.construct_into("normalised", "normalise/canonical-values")  # later steps read the settled values
     policy = ws.select("schedule/result-currency")
     if len(policy) != 1:
         raise KnowledgeBaseError(f"expected one result currency policy in the ontology, found {len(policy)}")
@@ -97,7 +97,8 @@ def derive(ws: Workspace, as_of: date) -> None:
     """Run ``queries/derive/*.rq`` in order into the derived graph."""
     bindings = {"asOf": as_of, "engineVersion": ENGINE_VERSION}
     for name, _ in ws.kb.queries("derive"):
-        ws.construct_into("derived", name, bindings)
+        ws.construct_into("derived", name, bindings, settle=False)
+    ws.settle("derived")
 
 
 def _window(start: date, low: Decimal, high: Decimal, days: Decimal) -> tuple[date, date]:

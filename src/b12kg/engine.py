@@ -7,13 +7,17 @@ User values reach queries only as RDF terms in a VALUES block (:mod:`b12kg.sparq
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 import pyoxigraph as ox
 
 from b12kg import namespaces as ns
 from b12kg.kb import KnowledgeBase
-from b12kg.sparql import Term, bind
+from b12kg.sparql import Table, Term, bind
+
+
+_TABLE = re.compile(r"^#\+\s*table:\s*(\S+)", re.MULTILINE)
 
 
 class Workspace:
@@ -68,9 +72,55 @@ class Workspace:
     def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]:
         return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
 
-    def construct_into(self, graph: str, name: str, bindings: Mapping[str, object] | None = None) -> int:
-        """Run a CONSTRUCT query by name and add its triples to ``graph``; returns how many were new."""
-        return self.add_triples(graph, self.construct(self.kb.query(name), bindings))
+    def construct_into(self, graph: str, name: str, bindings: Mapping[str, object] | None = None,
+                       *, settle: bool = True) -> None:
+        """Run a CONSTRUCT query by name and add its triples to ``graph`` (see :meth:`construct_text_into`).
+        A ``#+ table: NAME`` header line names a SELECT query whose rows are bound as a VALUES table."""
+        text = self.kb.query(name)
+        self.construct_text_into(graph, text, bindings, settle=settle, table=self.table(text))
+
+    def table(self, text: str) -> Table | None:
+        """The VALUES table a query's ``#+ table: NAME`` header asks for: NAME's projected variables and rows."""
+        match = _TABLE.search(text)
+        if match is None:
+            return None
+        solutions = self.store.query(self.kb.query(match.group(1)), use_default_graph_as_union=True)
+        names = [v.value for v in solutions.variables]
+        return names, [tuple(s[n] for n in names) for s in solutions]
+
+    def construct_text_into(self, graph: str, text: str, bindings: Mapping[str, object] | None = None,
+                            *, settle: bool = True, table: Table | None = None) -> None:
+        """Run a CONSTRUCT query and add its triples to ``graph``. The triples never become Python
+        objects: the result is serialised and loaded by Oxigraph. With ``settle`` (the default) the
+        triples another graph already holds are taken out again (see :meth:`settle`); a caller that
+        adds many results in a row may settle once at the end instead (queries whose aggregates count
+        DISTINCT values, as all of ``queries/`` do, see no difference in between)."""
+        data = self.store.query(bind(text, bindings, table), use_default_graph_as_union=True).serialize(
+            format=ox.RdfFormat.N_TRIPLES)
+        if data:
+            self.load_nt(graph, data, settle=settle)
+
+    def load_nt(self, graph: str, data: bytes, *, settle: bool = True) -> None:
+        """Add the triples of an N-Triples document to ``graph`` (then :meth:`settle` it)."""
+        self.store.load(data, format=ox.RdfFormat.N_TRIPLES, to_graph=self.graph[graph])
+        if settle:
+            self.settle(graph)
+
+    def settle(self, graph: str) -> None:
+        """Remove from ``graph`` the triples another graph holds: queries read the union of all graphs,
+        where a triple stored twice would be seen twice."""
+        g = self.graph[graph]
+        self.store.update(f"DELETE {{ GRAPH {g} {{ ?s ?p ?o }} }} "
+                          f"WHERE {{ GRAPH {g} {{ ?s ?p ?o }} GRAPH ?other {{ ?s ?p ?o }} FILTER (?other != {g}) }}")
+
+    def size(self, graph: str) -> int:
+        """How many triples ``graph`` holds."""
+        rows = self.store.query(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH {self.graph[graph]} {{ ?s ?p ?o }} }}")
+        return int(next(iter(rows))[0].value)
+
+    def dump_nt(self, graph: str) -> bytes:
+        """One graph as an N-Triples document."""
+        return self.store.dump(format=ox.RdfFormat.N_TRIPLES, from_graph=self.graph[graph])
 
     def triples(self, graph: str) -> list[ox.Triple]:
         return [q.triple for q in self.store.quads_for_pattern(None, None, None, self.graph[graph])]

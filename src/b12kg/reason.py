@@ -267,11 +267,13 @@ def property_rules(ws: Workspace) -> list[str]:
 def classify_rules(ws: Workspace) -> int:
     """Run the compiled rules until nothing new is inferred; returns the number of rounds."""
     texts = property_rules(ws) + [r.text for r in compile_rules(ws)]
+    size = ws.size("inferred")
     for round_number in range(1, MAX_ROUNDS + 1):
-        added = 0
         for text in texts:
-            added += ws.add_triples("inferred", ws.construct(text))
-        if added == 0:
+            ws.construct_text_into("inferred", text, settle=False)
+        ws.settle("inferred")
+        size, before = ws.size("inferred"), size
+        if size == before:
             return round_number
     raise KnowledgeBaseError(f"reasoning rules did not reach a fixpoint in {MAX_ROUNDS} rounds")
 

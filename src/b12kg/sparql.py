@@ -23,6 +23,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
 
 Term = ox.NamedNode | ox.BlankNode | ox.Literal
+Table = tuple[list[str], list[tuple]]
 
 
 def to_term(value: object) -> Term:
@@ -52,9 +53,12 @@ def _where_braces(text: str) -> list[int]:
     return offsets
 
 
-def bind(text: str, bindings: Mapping[str, object] | None) -> str:
+def bind(text: str, bindings: Mapping[str, object] | None, table: Table | None = None) -> str:
     """``text`` with ``bindings`` (variable name -> value) as a VALUES block; unchanged when empty.
-    One binding may be a list: the block then has one row per value."""
+    One binding may be a list: the block then has one row per value. ``table`` (variable names and
+    rows of values, None for UNDEF) adds a second VALUES block with those rows."""
+    if table is not None:
+        text = _insert(text, _table_block(*table))
     if not bindings:
         return text
     names, columns = [], []
@@ -68,7 +72,21 @@ def bind(text: str, bindings: Mapping[str, object] | None) -> str:
         raise ValueError("at most one binding may be a list of values")
     rows = max(len(c) for c in columns)
     table = " ".join("(" + " ".join(c[i] if len(c) > 1 else c[0] for c in columns) + ")" for i in range(rows))
-    block = f" VALUES ({' '.join(names)}) {{ {table} }} "
+    return _insert(text, f" VALUES ({' '.join(names)}) {{ {table} }} ")
+
+
+def _table_block(names: list[str], rows: list[tuple]) -> str:
+    for name in names:
+        if not _NAME.match(name):
+            raise ValueError(f"not a SPARQL variable name: {name!r}")
+    for row in rows:
+        if len(row) != len(names):
+            raise ValueError(f"a table row has {len(row)} values for {len(names)} variables")
+    body = " ".join("(" + " ".join("UNDEF" if v is None else str(to_term(v)) for v in row) + ")" for row in rows)
+    return f" VALUES ({' '.join('?' + n for n in names)}) {{ {body} }} "
+
+
+def _insert(text: str, block: str) -> str:
     for at in reversed(_where_braces(text)):
         text = text[:at] + block + text[at:]
     return text
