@@ -75,10 +75,14 @@ def recommend(
 
 
 def days_per_unit(ws: Workspace, unit: str) -> Decimal:
-    rows = ws.select("schedule/days-per-unit", {"unit": unit})
-    if not rows:
-        raise KnowledgeBaseError(f"no conversion from {unit!r} to days in the ontology")
-    return Decimal(rows[0]["factor"].value)
+    """Days in one ``unit`` (UCUM), from the ontology's conversions; asked once per workspace and unit."""
+    cache = ws.memo.setdefault("days-per-unit", {})
+    if unit not in cache:
+        rows = ws.select("schedule/days-per-unit", {"unit": unit})
+        if not rows:
+            raise KnowledgeBaseError(f"no conversion from {unit!r} to days in the ontology")
+        cache[unit] = Decimal(rows[0]["factor"].value)
+    return cache[unit]
 
 
 def normalise(ws: Workspace, as_of: date) -> None:

@@ -25,6 +25,7 @@ class Workspace:
 
     def __init__(self, kb: KnowledgeBase) -> None:
         self.kb = kb
+        self.memo: dict[str, dict] = {}  # answers about the knowledge base, asked once per workspace
         self.store = ox.Store()
         self.graph = {
             name: ox.NamedNode(iri)
