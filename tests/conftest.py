@@ -45,3 +45,25 @@ def require_binary(name: str, install_hint: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message, allow_module_level=True)
+
+
+def run_killed_before_head(store: Path, *args: str, partial_head: bytes | None = None):
+    """Run ``b12kg ARGS --store STORE`` in a subprocess that SIGKILLs itself where it would switch
+    HEAD: the new generation is complete on disk, HEAD still names the old one. With
+    ``partial_head`` it first writes those bytes to the temporary HEAD file, as a kill in the middle
+    of writing it would leave them."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys\n"
+            "import b12kg.store as s\n"
+            "def die(root, *a):\n"
+            "    if PARTIAL is not None:\n"
+            "        (root / 'HEAD.tmp').write_bytes(PARTIAL)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "s._write_head = die\n"
+            "from b12kg.cli import main\n"
+            "sys.argv = ['b12kg', *sys.argv[1:]]\n"
+            "main()\n").replace("PARTIAL", repr(partial_head))
+    return subprocess.run([sys.executable, "-c", code, *args, "--store", str(store)],
+                          capture_output=True, text=True, timeout=300)

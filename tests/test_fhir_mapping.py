@@ -252,17 +252,29 @@ def test_import_fhir_command_store_writes_a_dataset_that_derive_reads(tmp_path):
     proc = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
                            "--dataset", "seed-fhir"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    store = ox.Store(str(store_dir))
-    graphs = {q.graph_name.value for q in store}
-    del store
-    assert graphs == {"urn:b12kg:dataset:seed-fhir"}
+
+    def graphs() -> list[str]:
+        from b12kg.store import EmbeddedStore
+
+        with EmbeddedStore(store_dir, read_only=True) as store:
+            return store.graphs()
+
+    assert graphs() == ["urn:b12kg:dataset:seed-fhir"]
     again = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
                             "--dataset", "seed-fhir"], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+    assert "derived graph" not in again.stderr  # there was none to clear
     derived = subprocess.run([str(BIN), "derive", "--store", str(store_dir), "--as-of", "2025-10-31"],
                              capture_output=True, text=True)
     assert derived.returncode == 0, derived.stderr
     assert "derived 1 of 1 patient(s)" in derived.stderr and "1 in scope" in derived.stderr
+    assert "urn:b12kg:graph:derived" in graphs()
+    # importing the dataset again goes through a new generation that has no derived graph
+    third = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
+                            "--dataset", "seed-fhir"], capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr
+    assert "derived graph urn:b12kg:graph:derived was cleared" in third.stderr and "b12kg derive" in third.stderr
+    assert graphs() == ["urn:b12kg:dataset:seed-fhir", "urn:b12kg:graph:ontology"]
 
 
 def test_recommend_command_accepts_a_fhir_bundle():

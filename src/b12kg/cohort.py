@@ -41,24 +41,37 @@ Progress = Callable[[int], None]
 def load(store: Store, files: list[Path], *, dataset: str | None = None,
          progress: Progress | None = None) -> dict[str, int]:
     """Load each file into its dataset graph (named after the file, or ``dataset`` for one file).
-    Loading a dataset again replaces it. Returns {dataset graph: triples loaded}."""
+    Loading a dataset again replaces it. Returns {dataset graph: triples loaded} (-1: not counted,
+    a bulk load).
+
+    On the embedded store all the files go into one new generation, which replaces the previous
+    one only when every file loaded: a syntax error changes nothing. The new generation has no
+    derived graph (its recommendations came from the replaced data): run ``derive`` again."""
     if dataset is not None and len(files) != 1:
         raise InputError("--dataset names one file's dataset; load several files without it")
+    graphs = []
     for path in files:  # check everything before changing anything
         if not path.is_file():
             raise InputError(f"{path}: no such file")
         if path.suffix.lower() not in FORMATS:
             raise InputError(f"{path}: unknown file type {path.suffix!r} (known: {', '.join(sorted(FORMATS))})")
-    store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
+        graphs.append(dataset_graph(dataset or path.stem))
+    store.drop_scratch()  # left by a killed run (remote: scratch graphs; embedded: generations)
     loaded = {}
-    for path in files:
-        graph = dataset_graph(dataset or path.stem)
-        fmt = FORMATS[path.suffix.lower()]
-        if isinstance(store, EmbeddedStore) and fmt in (ox.RdfFormat.N_TRIPLES, ox.RdfFormat.TURTLE):
-            store.bulk_load_file(graph, path, fmt)
-            loaded[graph] = -1
-        else:
-            loaded[graph] = store.replace_graph(graph, load_patient(path).triples)
+    if isinstance(store, EmbeddedStore):
+        with store.base_generation(replacing=graphs) as generation:
+            for graph, path in zip(graphs, files):
+                fmt = FORMATS[path.suffix.lower()]
+                if fmt in (ox.RdfFormat.N_TRIPLES, ox.RdfFormat.TURTLE):
+                    generation.replace_file(graph, path, fmt)
+                    loaded[graph] = -1
+                else:
+                    loaded[graph] = generation.replace(graph, load_patient(path).triples)
+                if progress:
+                    progress(1)
+        return loaded
+    for graph, path in zip(graphs, files):
+        loaded[graph] = store.replace_graph(graph, load_patient(path).triples)
         if progress:
             progress(1)
     return loaded

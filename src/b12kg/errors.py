@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     INVALID_DATA = 4  #: patient data breaks the patient shapes, units or dates
     KNOWLEDGE_BASE = 5  #: the knowledge base itself is broken
     REASONER = 6  #: the reasoner could not run (for example Java is missing)
+    BUSY = 7  #: another load/derive is writing to the embedded store (run the command again later)
     INTERNAL = 10  #: a bug in b12kg (please report it)
 
 

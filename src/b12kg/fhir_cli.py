@@ -17,7 +17,7 @@ from b12kg.errors import ExitCode, InputError
 def import_fhir_command(
     paths: Annotated[list[Path], typer.Argument(help="FHIR Bundle or resource JSON files, NDJSON bulk files (.ndjson), or folders of them.")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the patient data as Turtle to this file (default: stdout).")] = None,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Load the patient data into the embedded store in this folder as a dataset (replaced atomically if it exists); then run b12kg derive.")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Load the patient data into the embedded store in this folder as a dataset (replaced atomically if it exists; this clears the derived graph); then run b12kg derive.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name in the store.")] = "fhir",
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write the import report as JSON to this file.")] = None,
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the code bindings of the knowledge base in this folder.")] = None,
@@ -30,7 +30,6 @@ def import_fhir_command(
     line; the other files still import and their output is still written, and the exit code is then 3.
     Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read.
     """
-    from b12kg import namespaces as ns
     from b12kg.fhir import import_fhir
     from b12kg.kb import KnowledgeBase
 
@@ -38,13 +37,20 @@ def import_fhir_command(
         raise typer.BadParameter("use either --out or --store, not both")
     result = import_fhir(paths, kb=KnowledgeBase(kb_dir) if kb_dir else None)
     if store is not None:
-        from b12kg.store import EmbeddedStore, dataset_graph
+        from b12kg.store import GRAPH_DERIVED, EmbeddedStore, dataset_graph
 
+        graph = dataset_graph(dataset)
         target = EmbeddedStore(store)
         try:
-            target.replace_graph(dataset_graph(dataset), [q.triple for q in result.quads(ns.GRAPH_PATIENTS)])
+            # a new generation with the dataset replaced and no derived graph (see b12kg load)
+            cleared = target.has_graph(GRAPH_DERIVED)
+            with target.base_generation(replacing=[graph]) as generation:
+                generation.replace(graph, result.triples)
         finally:
             target.close()
+        if cleared:
+            typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
+                       f"data before this import; run b12kg derive --store {store} to derive them again", err=True)
     elif out is not None:
         out.write_text(result.turtle(), encoding="utf-8")
     else:

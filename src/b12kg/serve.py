@@ -11,6 +11,10 @@ front of it a small policy guard, the only port exposed:
   graph results to ``limit`` triples;
 * answers a small HTML query page on ``/``.
 
+The server reads the embedded store's generation that is current when it starts (holding a shared
+lock on it, so writers do not delete it); a later ``load`` or ``derive`` reaches the endpoint when it
+is restarted.
+
 SELECT/ASK results are JSON (``application/sparql-results+json``) or CSV when asked for with
 ``Accept: text/csv``; CONSTRUCT/DESCRIBE results are N-Triples.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -33,7 +38,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from b12kg.errors import B12kgError, ExitCode, InputError
+from b12kg.errors import B12kgError, ExitCode
 
 
 class ServerError(B12kgError):
@@ -228,9 +233,12 @@ class Endpoint:
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 7878, timeout: int = 30,
                  limit: int = 10_000) -> None:
-        if not (store_dir / "CURRENT").exists() and not any(store_dir.glob("*")):
-            raise InputError(f"{store_dir}: no store here (run b12kg load --store {store_dir} first)")
+        from b12kg.store import current_generation
+
+        current_generation(store_dir)  # a one-line error now when there is no store (or an old layout)
         self.store_dir, self.host, self.port = store_dir, host, port
+        self.generation: Path | None = None
+        self._lease: int | None = None
         self.policy = Policy(limit=limit, timeout=timeout)
         self.backend_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -241,12 +249,23 @@ class Endpoint:
         return f"http://{self.host}:{self.port}/query"
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [oxigraph_binary(), "serve-read-only", "--location", str(self.store_dir),
-             "--bind", f"127.0.0.1:{self.backend_port}", "--union-default-graph",
-             "--timeout-s", str(self.policy.timeout)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        from b12kg.store import lease_current
+
+        binary = oxigraph_binary()
+        name, self._lease = lease_current(self.store_dir)
+        self.generation = self.store_dir / name
+        # The server inherits the shared lock on its generation, so no writer deletes the generation
+        # while the server runs, even if this process is killed first.
+        try:
+            self.process = subprocess.Popen(
+                [binary, "serve-read-only", "--location", str(self.generation),
+                 "--bind", f"127.0.0.1:{self.backend_port}", "--union-default-graph",
+                 "--timeout-s", str(self.policy.timeout)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(self._lease,),
+            )
+        except OSError as exc:
+            self.stop()
+            raise ServerError(f"cannot start {binary}: {exc.strerror or exc}") from None
         try:
             wait_for(f"http://127.0.0.1:{self.backend_port}/query?query=ASK%7B%7D", process=self.process)
         except ServerError:
@@ -277,6 +296,9 @@ class Endpoint:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+        if self._lease is not None:
+            os.close(self._lease)
+            self._lease = None
 
     def __enter__(self) -> "Endpoint":
         self.start()

@@ -7,17 +7,40 @@ Named graphs are kept apart:
   with the same name, never duplicates it);
 * ``urn:b12kg:graph:derived`` — derived recommendations, findings, patient states and provenance.
 
-Every graph is replaced atomically: the new content goes into a scratch graph, then one SPARQL 1.1
-``MOVE`` replaces the target (one transaction in Oxigraph; a single update request on a remote
-store). Queries read the union of all graphs (Oxigraph: ``use_default_graph_as_union``; an Oxigraph
-server started with ``--union-default-graph``; Virtuoso's default). Only standard SPARQL 1.1 is sent.
+Queries read the union of all graphs (Oxigraph: ``use_default_graph_as_union``; an Oxigraph server
+started with ``--union-default-graph``; Virtuoso's default). Only standard SPARQL 1.1 is sent.
+
+**The embedded store** (``--store DIR``) is a folder of generations, each a complete Oxigraph
+(RocksDB) store, ``DIR/gen-000001/`` …, and ``DIR/HEAD``, a small JSON pointer
+``{"format": 1, "base": "gen-…", "current": "gen-…"}``. *base* holds the ontology graph and the
+dataset graphs, never the derived graph; *current* is what readers (query, export, serve) open: the
+base itself, or the base plus the derived graph. A write never changes a generation HEAD names: it
+makes a new one from a RocksDB checkpoint (hard links, milliseconds), fills it, makes it durable, and
+then replaces HEAD atomically (temporary file, fsync, rename, fsync of DIR). A writer killed at any
+point leaves HEAD, and so what readers see, exactly as before or exactly as after; the half-written
+generation it leaves is deleted by the next writer. ``load`` (and ``import-fhir --store``) makes a
+new base with the dataset graphs replaced and no derived graph: derived results of replaced data are
+never served; run ``derive`` again. ``derive`` makes a new base (ontology refreshed) and a new current
+(that base plus the derived graph, bulk-loaded as the batches are derived). Writers hold
+``DIR/lock`` (``flock``) while open; a second writer is refused (:class:`StoreBusy`, exit 7). Readers
+hold a shared ``flock`` on the generation folder they read; after switching HEAD a writer deletes the
+generations HEAD does not name unless a reader holds them (``b12kg serve`` holds its generation until
+it stops, so it keeps serving what was current when it started).
+
+**Remote stores** replace a graph by filling a scratch graph and one SPARQL 1.1 ``MOVE`` (a single
+update request).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import re
+import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -105,22 +128,433 @@ class Store(ABC):
         """Release the store (the embedded store flushes to disk)."""
 
 
+class StoreBusy(StoreError):
+    """Another writer holds the embedded store's lock."""
+
+    exit_code = ExitCode.BUSY
+
+
+# ---------------------------------------------------------------------------- generations on disk
+HEAD_FILE = "HEAD"
+LOCK_FILE = "lock"
+HEAD_FORMAT = 1
+GENERATION_PREFIX = "gen-"
+_GENERATION = re.compile(r"^gen-(\d{6,})$")
+
+
+def _read_head(root: Path) -> dict | None:
+    """HEAD's ``{"format": 1, "base": NAME, "current": NAME}``, or None when there is no HEAD."""
+    try:
+        text = (root / HEAD_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"{root / HEAD_FILE}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        head = json.loads(text)
+        ok = (isinstance(head, dict) and head.get("format") == HEAD_FORMAT
+              and all(isinstance(head.get(k), str) and _GENERATION.match(head[k]) for k in ("base", "current")))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise StoreError(f"{root / HEAD_FILE}: damaged (expected {{\"format\": {HEAD_FORMAT}, \"base\": \"gen-…\", "
+                         f"\"current\": \"gen-…\"}}); rebuild the store with b12kg load")
+    return head
+
+
+def _write_head(root: Path, base: str, current: str) -> None:
+    """Replace HEAD atomically: a temporary file written and synced, renamed over HEAD, the folder synced."""
+    tmp = root / f"{HEAD_FILE}.tmp"
+    data = json.dumps({"format": HEAD_FORMAT, "base": base, "current": current}).encode() + b"\n"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, root / HEAD_FILE)
+    _sync_dir(root)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(path: Path) -> None:
+    """fsync every file of a generation and the generation folder (RocksDB syncs most already)."""
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False):
+            fd = os.open(entry.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _sync_dir(path)
+
+
+def _check_layout(root: Path, *, writer: bool) -> None:
+    """Refuse what is not a store of this layout with a one-line error saying what to do."""
+    if not root.is_dir():
+        if writer:
+            return
+        raise StoreError(f"{root}: no store here (run b12kg load --store {root} first)")
+    if (root / HEAD_FILE).exists():
+        return
+    if (root / "CURRENT").exists():
+        raise StoreError(f"{root}: a store in the layout of an earlier b12kg (database files directly in the "
+                         f"folder, no {HEAD_FILE}); rebuild it: move it away, then run b12kg load (and b12kg "
+                         f"derive) with --store {root}")
+    if not writer:
+        raise StoreError(f"{root}: no store here (run b12kg load --store {root} first)")
+    foreign = sorted(e for e in os.listdir(root)
+                     if not (_GENERATION.match(e) or e == LOCK_FILE or e.startswith(HEAD_FILE + ".tmp")))
+    if foreign:
+        raise StoreError(f"{root}: not a b12kg store and not empty (holds {foreign[0]!r}); give a new or empty folder")
+
+
+def lease_current(root: Path) -> tuple[str, int]:
+    """The generation HEAD names as current, with a shared ``flock`` on its folder (the returned file
+    descriptor; closing it releases the lock). Writers never delete a generation someone holds, and
+    a reader only uses a generation HEAD still names once it holds the lock."""
+    _check_layout(root, writer=False)
+    for _ in range(100):
+        head = _read_head(root)
+        if head is None:
+            raise StoreError(f"{root}: no store here (run b12kg load --store {root} first)")
+        name = head["current"]
+        try:
+            fd = os.open(root / name, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if _read_head(root) == head:
+                raise StoreError(f"{root / HEAD_FILE} names {name}, which is missing: the store is damaged; "
+                                 "rebuild it with b12kg load") from None
+            continue  # HEAD moved on and the old generation was collected
+        except OSError as exc:
+            raise StoreError(f"{root / name}: cannot open it: {exc.strerror or exc}") from None
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        now = _read_head(root)
+        if now is not None and name in (now["base"], now["current"]):
+            return name, fd
+        os.close(fd)  # collected (or being collected) since HEAD was read: read HEAD again
+    raise StoreError(f"{root}: the store kept changing while it was being opened; try again")
+
+
+def current_generation(root: Path) -> Path:
+    """The folder of the generation readers see now (checks the layout; takes no lock)."""
+    _check_layout(root, writer=False)
+    head = _read_head(root)
+    assert head is not None
+    return root / head["current"]
+
+
+def _count(store: ox.Store, graph: ox.NamedNode) -> int:
+    rows = store.query(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH {graph} {{ ?s ?p ?o }} }}")
+    return int(next(iter(rows))["n"].value)
+
+
+def _copy(quads: Iterable[ox.Quad], store: ox.Store) -> int:
+    count, chunk = 0, []
+    for q in quads:
+        chunk.append(q)
+        if len(chunk) >= 200_000:
+            store.bulk_extend(chunk)
+            count += len(chunk)
+            chunk = []
+    store.bulk_extend(chunk)
+    return count + len(chunk)
+
+
+class GenerationWriter:
+    """A generation being written: a private read-write copy of a committed one, invisible to readers
+    until HEAD names it."""
+
+    def __init__(self, name: str, path: Path, store: ox.Store) -> None:
+        self.name, self.path, self.store = name, path, store
+        self.committed = False
+
+    def clear(self, graph: str) -> None:
+        g = ox.NamedNode(graph)
+        if self.store.contains_named_graph(g):
+            self.store.remove_graph(g)
+
+    def add(self, graph: str, triples: Iterable[ox.Triple]) -> int:
+        g = ox.NamedNode(graph)
+        return _copy((ox.Quad(t.subject, t.predicate, t.object, g) for t in triples), self.store)
+
+    def replace(self, graph: str, triples: Iterable[ox.Triple]) -> int:
+        self.clear(graph)
+        return self.add(graph, triples)
+
+    def replace_file(self, graph: str, path: Path, fmt: ox.RdfFormat) -> None:
+        """Replace ``graph`` with a Turtle or N-Triples file, through the bulk loader."""
+        self.clear(graph)
+        try:
+            self.store.bulk_load(path=str(path), format=fmt, to_graph=ox.NamedNode(graph),
+                                 base_iri=path.resolve().as_uri())
+        except SyntaxError as exc:
+            where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
+            raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
+
+    def add_nt(self, graph: str, data: bytes) -> None:
+        self.store.bulk_load(input=data, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph))
+
+    def count(self, graph: str) -> int:
+        return _count(self.store, ox.NamedNode(graph))
+
+    def finish(self) -> None:
+        """Flush everything into the generation's files, close it and sync it to disk."""
+        self.store.flush()
+        del self.store
+        _sync_tree(self.path)
+
+    def discard(self) -> None:
+        if self.committed:
+            return
+        self.__dict__.pop("store", None)
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
 class EmbeddedStore(Store):
-    """A pyoxigraph store on disk (``--store DIR``)."""
+    """A pyoxigraph store on disk (``--store DIR``), kept as generations (see the module docstring).
+
+    ``EmbeddedStore(DIR, read_only=True)`` reads the generation HEAD names as current, holding a shared
+    lock on it until :meth:`close`; it creates nothing in DIR. ``EmbeddedStore(DIR)`` is a writer: it
+    creates DIR when needed, holds ``DIR/lock`` exclusively until :meth:`close` (another writer gets
+    :class:`StoreBusy`), removes what a killed writer left, and reads the current generation; each
+    write builds new generations and switches HEAD to them, and the writer then reads the new current
+    generation. Queries of both read the union of all graphs.
+    """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.generation = ""
+        self._lock_fd: int | None = None
+        self._lease_fd: int | None = None
+        self._writing = False
         try:
-            if read_only:
-                if not self.path.is_dir():
-                    raise StoreError(f"{self.path}: no store here (run b12kg load --store {self.path} first)")
-                self.store = ox.Store.read_only(str(self.path))
-            else:
-                self.path.mkdir(parents=True, exist_ok=True)
-                self.store = ox.Store(str(self.path))
+            if not read_only:
+                self._open_writer()
+            self._view()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "EmbeddedStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------- opening and generations
+    def _open_writer(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: not a folder")
+        _check_layout(self.path, writer=True)  # before anything is created in it
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
+            raise StoreError(f"{self.path}: cannot open the store: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreBusy(f"{self.path}: another b12kg load/derive is writing to this store; "
+                            "run the command again when it has finished") from None
+        self.drop_scratch()
+        if _read_head(self.path) is None:  # a new store: one empty generation
+            name = self._next_name()
+            try:
+                ox.Store(str(self.path / name)).flush()
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create the store: {exc}") from None
+            _sync_tree(self.path / name)
+            _write_head(self.path, name, name)
+
+    def _view(self) -> None:
+        """Read the current generation (again), holding a shared lock on it."""
+        self._release_view()
+        self.generation, self._lease_fd = lease_current(self.path)
+        try:
+            self.store = ox.Store.read_only(str(self.path / self.generation))
+        except OSError as exc:
+            raise StoreError(f"{self.path / self.generation}: cannot open the store: {exc}") from None
+
+    def _release_view(self) -> None:
+        self.__dict__.pop("store", None)
+        if self._lease_fd is not None:
+            os.close(self._lease_fd)
+            self._lease_fd = None
+
+    def head(self) -> dict:
+        """HEAD: ``{"format": 1, "base": NAME, "current": NAME}``."""
+        head = _read_head(self.path)
+        if head is None:
+            raise StoreError(f"{self.path}: {HEAD_FILE} is missing")
+        return head
+
+    def _next_name(self) -> str:
+        numbers = [int(m.group(1)) for m in map(_GENERATION.match, os.listdir(self.path)) if m]
+        return f"{GENERATION_PREFIX}{max(numbers, default=0) + 1:06d}"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[list[GenerationWriter]]:
+        """One write: the generations it makes go in the list; if it fails they are deleted."""
+        if self.read_only or self._lock_fd is None:
+            raise StoreError(f"{self.path}: opened read-only")
+        if self._writing:
+            raise StoreError(f"{self.path}: a write is already in progress")
+        self._writing = True
+        made: list[GenerationWriter] = []
+        try:
+            yield made
+        except OSError as exc:  # a full disk, a folder that cannot be written …
+            for g in made:
+                g.discard()
+            raise StoreError(f"{self.path}: cannot write the store: {exc.strerror or exc}") from None
+        except BaseException:
+            for g in made:
+                g.discard()
+            raise
+        finally:
+            self._writing = False
+
+    def _new_generation(self, made: list[GenerationWriter], source: ox.Store | str,
+                        without: Iterable[str] = ()) -> GenerationWriter:
+        """A private read-write copy of a generation: a RocksDB checkpoint (hard links, milliseconds).
+        When the graphs ``without`` (about to be replaced) hold more than the rest, the rest is copied
+        into a new store instead: removing quads costs several times more per quad than adding them."""
+        name = self._next_name()
+        target = self.path / name
+        try:
+            if isinstance(source, str):
+                source = self.store if source == self.generation else ox.Store.read_only(str(self.path / source))
+            dropped = [ox.NamedNode(g) for g in without if source.contains_named_graph(ox.NamedNode(g))]
+            replaced = sum(_count(source, g) for g in dropped)
+            if replaced and len(source) - replaced <= replaced:
+                store = ox.Store(str(target))
+                for graph in [ox.DefaultGraph(), *source.named_graphs()]:
+                    if graph not in dropped and graph != ox.NamedNode(GRAPH_DERIVED):
+                        _copy(source.quads_for_pattern(None, None, None, graph), store)
+            else:
+                source.backup(str(target))
+                store = ox.Store(str(target))
+            gen = GenerationWriter(name, target, store)
+        except OSError as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            raise StoreError(f"{target}: cannot create a generation: {exc}") from None
+        made.append(gen)
+        return gen
+
+    def _commit(self, base: GenerationWriter | str, current: GenerationWriter | str) -> None:
+        """Make the new generations durable, switch HEAD to them (the commit point), read the new
+        current generation and delete the generations nobody uses any more."""
+        written = [g for g in (base, current) if isinstance(g, GenerationWriter)]
+        for g in {id(g): g for g in written}.values():
+            g.finish()
+        _sync_dir(self.path)
+        for g in written:  # from here on HEAD may name them: never discard them (at worst orphans)
+            g.committed = True
+        _write_head(self.path, getattr(base, "name", base), getattr(current, "name", current))
+        self._view()
+        self.drop_scratch()
+
+    @contextmanager
+    def base_generation(self, replacing: Iterable[str] = ()) -> Iterator[GenerationWriter]:
+        """A new base generation made from the current base, for replacing dataset graphs (name them
+        in ``replacing``: it can make the copy cheaper). When the block ends normally it becomes HEAD's
+        base and current, so the derived graph is cleared (its recommendations came from the replaced
+        data). When the block raises, the generation is deleted and nothing changes."""
+        with self._transaction() as made:
+            gen = self._new_generation(made, self.head()["base"], without=replacing)
+            gen.clear(GRAPH_DERIVED)  # a base never holds one; this makes sure
+            yield gen
+            self._commit(gen, gen)
+
+    def replace_derived(self, ontology: list[ox.Triple], chunks: Iterable[bytes]) -> int:
+        """A new base (the base with ``ontology`` as its ontology graph) and a new current generation
+        (that base plus the derived graph, bulk-loaded chunk by chunk as ``chunks`` yields them);
+        HEAD switches to both at once. Returns the triples in the new derived graph."""
+        with self._transaction() as made:
+            base = self._new_generation(made, self.head()["base"])
+            base.replace(GRAPH_ONTOLOGY, ontology)
+            base.clear(GRAPH_DERIVED)
+            base.store.flush()
+            current = self._new_generation(made, base.store)
+            for chunk in chunks:
+                if chunk:
+                    current.add_nt(GRAPH_DERIVED, chunk)
+            count = current.count(GRAPH_DERIVED)
+            self._commit(base, current)
+            return count
+
+    def replace_graph(self, graph: str, triples: Iterable[ox.Triple]) -> int:
+        """Replace one graph through new generations: the derived graph in a new current generation
+        made from the base; the ontology graph in both base and current; any other graph (a dataset)
+        in a new base, which clears the derived graph."""
+        head = self.head()
+        if graph == GRAPH_DERIVED:
+            with self._transaction() as made:
+                gen = self._new_generation(made, head["base"])
+                count = gen.replace(graph, triples)
+                self._commit(head["base"], gen)
+                return count
+        if graph == GRAPH_ONTOLOGY and head["base"] != head["current"]:
+            triples = list(triples)
+            with self._transaction() as made:
+                base = self._new_generation(made, head["base"])
+                count = base.replace(graph, triples)
+                current = self._new_generation(made, head["current"])
+                current.replace(graph, triples)
+                self._commit(base, current)
+                return count
+        with self.base_generation(replacing=[graph]) as gen:
+            return gen.replace(graph, triples)
+
+    def drop_scratch(self) -> list[str]:
+        """Delete the generations HEAD does not name and no reader holds: the old ones, and those a
+        killed writer left half-written (readers never see them: HEAD does not name them). Also the
+        temporary HEAD file a killed writer may leave. Only a writer deletes. Returns what it deleted."""
+        if self.read_only or self._lock_fd is None:
+            return []
+        head = _read_head(self.path)
+        keep = {head["base"], head["current"]} if head else set()
+        removed = []
+        for entry in sorted(os.listdir(self.path)):
+            path = self.path / entry
+            if entry.startswith(HEAD_FILE + ".tmp"):
+                path.unlink(missing_ok=True)
+                removed.append(entry)
+                continue
+            if not _GENERATION.match(entry) or entry in keep:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a reader (b12kg serve, a query) still uses it
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(entry)
+            finally:
+                os.close(fd)
+        return removed
+
+    def generations(self) -> list[str]:
+        """The generation folders in DIR (HEAD's and any others not deleted yet)."""
+        return sorted(e for e in os.listdir(self.path) if _GENERATION.match(e))
+
+    # ----------------------------------------------------------------------------------- reading
+    def has_graph(self, graph: str) -> bool:
+        return self.store.contains_named_graph(ox.NamedNode(graph))
 
     def select_with_columns(self, text, bindings=None):
         solutions = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
@@ -135,40 +569,11 @@ class EmbeddedStore(Store):
         return result.serialize(format=ox.RdfFormat.N_TRIPLES) or b""
 
     def update(self, text):
-        self.store.update(text)
+        raise StoreError(f"{self.path}: the embedded store takes no SPARQL updates; it changes only "
+                         "through load, derive and import-fhir (new generations)")
 
     def _fill(self, graph, triples):
-        # The scratch graph needs no transaction of its own: the MOVE that follows is the atomic step.
-        g = ox.NamedNode(graph)
-        count, chunk = 0, []
-        for t in triples:
-            chunk.append(ox.Quad(t.subject, t.predicate, t.object, g))
-            if len(chunk) >= 200_000:
-                self.store.bulk_extend(chunk)
-                count += len(chunk)
-                chunk = []
-        self.store.bulk_extend(chunk)
-        return count + len(chunk)
-
-    def bulk_load_file(self, graph: str, path: Path, fmt: ox.RdfFormat) -> None:
-        """Load a large file into a scratch graph with the bulk loader, then MOVE it into place."""
-        scratch = SCRATCH_PREFIX + graph
-        self.update(f"DROP SILENT GRAPH <{scratch}>")
-        try:
-            self.store.bulk_load(path=str(path), format=fmt, to_graph=ox.NamedNode(scratch),
-                                 base_iri=path.resolve().as_uri())
-        except SyntaxError as exc:
-            self.update(f"DROP SILENT GRAPH <{scratch}>")
-            where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
-            raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
-        self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}>")
-
-    def drop_scratch(self) -> list[str]:
-        stale = [g.value for g in self.store.named_graphs()
-                 if isinstance(g, ox.NamedNode) and g.value.startswith(SCRATCH_PREFIX)]
-        for g in stale:
-            self.update(f"DROP SILENT GRAPH <{g}>")
-        return stale
+        raise StoreError(f"{self.path}: the embedded store fills graphs only inside a new generation")
 
     def dump(self, fmt: ox.RdfFormat, graph: str | None = None) -> bytes:
         if graph is None:
@@ -176,9 +581,11 @@ class EmbeddedStore(Store):
         return self.store.dump(format=fmt, from_graph=ox.NamedNode(graph))
 
     def close(self) -> None:
-        if not self.read_only:
-            self.store.flush()
-        del self.store
+        """Release the store and its locks (a writer's data is on disk once each write returns)."""
+        self._release_view()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
 
 class RemoteStore(Store):

@@ -66,17 +66,26 @@ def load_command(
     user: User = None, password: Password = None, auth: Auth = "basic",
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name for a single file (default: the file name).")] = None,
 ) -> None:
-    """Load patient datasets into a store; loading a dataset again replaces it."""
+    """Load patient datasets into a store; loading a dataset again replaces it.
+
+    On the embedded store (--store) the load also clears the derived graph: run b12kg derive again."""
     from b12kg import cohort
+
+    from b12kg.store import GRAPH_DERIVED, EmbeddedStore
 
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
+        # on the embedded store a load makes a new generation without the derived graph
+        cleared = isinstance(s, EmbeddedStore) and s.has_graph(GRAPH_DERIVED)
         with _progress("loading", len(files)) as advance:
             loaded = cohort.load(s, files, dataset=dataset, progress=advance)
     finally:
         s.close()
     for graph in loaded:
         typer.echo(f"loaded {graph}", err=True)
+    if cleared:
+        typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
+                   f"data before this load; run b12kg derive --store {store} to derive them again", err=True)
 
 
 def derive_command(
@@ -197,7 +206,9 @@ def serve_command(
     timeout: Annotated[int, typer.Option("--timeout", min=1, help="Query timeout in seconds.")] = 30,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Most rows (or triples) a query returns.")] = 10_000,
 ) -> None:
-    """Serve the store as a read-only SPARQL 1.1 endpoint with a query page (Ctrl-C stops it)."""
+    """Serve the store as a read-only SPARQL 1.1 endpoint with a query page (Ctrl-C stops it).
+
+    It serves the store as it is when it starts: restart it after a load or derive."""
     from b12kg.serve import Endpoint
 
     endpoint = Endpoint(store, host=host, port=port, timeout=timeout, limit=limit)
