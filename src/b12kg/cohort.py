@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -29,11 +30,10 @@ from b12kg.errors import InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
+from b12kg.sparql import bind
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dataset_graph
 from b12kg.validate import validate_shapes, validate_values
 
-B12 = "https://w3id.org/b12kg/ontology#"
-RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 Progress = Callable[[int], None]
 
 
@@ -87,74 +87,128 @@ class DeriveResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _patient_batches(store: Store, kb: KnowledgeBase, size: int) -> Iterator[list[ox.NamedNode]]:
-    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
-    for i in range(0, len(patients), size):
-        yield patients[i : i + size]
+@dataclass
+class _Batch:
+    """One batch of patients as the worker that evaluates it receives it (picklable, no store)."""
+
+    root: str
+    as_of: date
+    reasoner: str
+    shacl: bool
+    label: str
+    patients: list[str]
+    data: bytes  # the batch's triples, N-Triples
 
 
-def _batch_data(store: Store, kb: KnowledgeBase, batch: list[ox.NamedNode]) -> list[ox.Triple]:
-    bindings = {"patient": batch}
-    return store.construct(kb.query("cohort/patient-triples"), bindings) + store.construct(
-        kb.query("cohort/fact-triples"), bindings
-    )
+@dataclass
+class _Evaluated:
+    derived: bytes  # N-Triples for the derived graph
+    triples: int
+    evaluated: int
+    in_scope: int
+    problems: list[str]
 
 
-def _valid_subset(triples: list[ox.Triple], batch: list[ox.NamedNode], kb: KnowledgeBase, as_of: date,
-                  label: str, shacl: bool) -> tuple[list[ox.Triple], list[str]]:
-    """The batch's triples without the patients whose data is invalid, and the problems found."""
-    data = PatientData(path=Path(label), triples=triples)
+def _evaluate(batch: _Batch) -> _Evaluated:
+    """Evaluate one batch with exactly the pipeline ``recommend`` uses: validate (shapes, units, dates),
+    normalise, classify, derive, schedule. Patients with invalid data are left out and reported."""
+    kb = KnowledgeBase(Path(batch.root))
+    as_of = batch.as_of
+    data = batch.data
     ws = Workspace(kb)
-    ws.add_triples("patients", triples)
-    problems = (validate_shapes(data, kb) if shacl else []) + validate_values(ws, data, as_of)
-    if not problems:
-        return triples, []
-    bad = {p.value for p in batch if any(f"<{p.value}>" in line or f" {p.value}" in line for line in problems)}
-    if not bad:  # a problem we cannot attribute: drop the whole batch rather than guess
-        bad = {p.value for p in batch}
+    ws.load_nt("patients", data)
+    label = Path(batch.label)
+    problems = validate_values(ws, PatientData(path=label, triples=[]), as_of)
+    if batch.shacl:
+        triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+        problems = validate_shapes(PatientData(path=label, triples=triples), kb) + problems
+    if problems:
+        data = _without(data, batch.patients, problems)
+        ws = Workspace(kb)
+        ws.load_nt("patients", data)
+    normalise(ws, as_of)
+    classify(ws, Reasoner(batch.reasoner))
+    derive_queries(ws, as_of)
+    schedule(ws, as_of)
+    graphs = {"inferred": ws.graph["inferred"], "patients": ws.graph["patients"]}
+    inferred = ws.store.query(bind(kb.query("cohort/inferred-export"), graphs), use_default_graph_as_union=True)
+    derived = ws.dump_nt("derived") + ws.dump_nt("normalised") + (inferred.serialize(format=ox.RdfFormat.N_TRIPLES) or b"")
+    counts = ws.select("cohort/batch-counts", {"patients": ws.graph["patients"]})[0]
+    return _Evaluated(derived=derived, triples=derived.count(b"\n"), evaluated=int(counts["evaluated"].value),
+                      in_scope=int(counts["inScope"].value), problems=problems)
+
+
+def _without(data: bytes, patients: list[str], problems: list[str]) -> bytes:
+    """The batch's triples without the patients a problem names (all of them if none is named)."""
+    bad = {p for p in patients if any(f"<{p}>" in line or f" {p}" in line for line in problems)} or set(patients)
+    triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
     owned = {t.object for t in triples if t.subject.value in bad and isinstance(t.object, ox.NamedNode)}
     keep = [t for t in triples if t.subject.value not in bad and t.subject not in owned]
-    return keep, problems
+    return ox.serialize(keep, format=ox.RdfFormat.N_TRIPLES)
 
 
-def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = 250,
-           reasoner: Reasoner = Reasoner.rules, shacl: bool = True,
+def _batches(store: Store, kb: KnowledgeBase, size: int, **common) -> Iterator[_Batch]:
+    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    for i in range(0, len(patients), size):
+        batch = patients[i : i + size]
+        bindings = {"patient": batch}
+        data = store.construct_nt(kb.query("cohort/patient-triples"), bindings) + store.construct_nt(
+            kb.query("cohort/fact-triples"), bindings)
+        yield _Batch(label=f"store batch {i + 1}", patients=[p.value for p in batch], data=data, **common)
+
+
+def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch, _Evaluated]]:
+    """Evaluate batches in ``workers`` processes (in this one for 1), keeping at most two batches per
+    worker in flight so memory stays bounded; results come back in batch order."""
+    if workers <= 1:
+        for batch in batches:
+            yield batch, _evaluate(batch)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent holds an open on-disk store with its own threads.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append((batch, pool.submit(_evaluate, batch)))
+            if len(pending) >= 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = 1000,
+           reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
            progress: Progress | None = None) -> DeriveResult:
     """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
 
-    Patients whose data breaks the patient shapes (``shacl``), has an unknown unit or a date after
-    ``as_of`` are left out and reported in ``problems``; the others are derived."""
+    Batches of ``batch_size`` patients are evaluated in ``workers`` processes (default: one per CPU;
+    one batch runs in this process). Patients whose data breaks the patient shapes (``shacl``), has an
+    unknown unit or a date after ``as_of`` are left out and reported in ``problems``."""
     kb = kb or KnowledgeBase()
     result = DeriveResult()
     store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
-    store.replace_graph(GRAPH_ONTOLOGY, [q.triple for q in kb.ontology_quads(ox.DefaultGraph())])
+    batches = _batches(store, kb, batch_size, root=str(kb.root), as_of=as_of, reasoner=Reasoner(reasoner).value,
+                       shacl=shacl)
+    if workers is None:
+        workers = os.cpu_count() or 1
 
-    def derived_triples() -> Iterator[ox.Triple]:
-        for batch in _patient_batches(store, kb, batch_size):
-            result.patients += len(batch)
-            triples, problems = _valid_subset(_batch_data(store, kb, batch), batch, kb, as_of,
-                                              label=f"store batch {result.patients - len(batch) + 1}", shacl=shacl)
-            result.problems += problems
-            ws = Workspace(kb)
-            ws.add_triples("patients", triples)
-            normalise(ws, as_of)
-            classify(ws, reasoner)
-            derive_queries(ws, as_of)
-            schedule(ws, as_of)
-            evaluated = {t.subject for t in triples if t.predicate.value == RDF_TYPE and t.object.value == B12 + "Patient"}
-            result.evaluated += len(evaluated)
-            out = ws.triples("derived") + ws.triples("normalised")
-            out += [t for t in ws.triples("inferred") if t.subject in evaluated and t.object.value.startswith(B12)]
-            result.in_scope += sum(
-                1 for t in out
-                if t.predicate.value == RDF_TYPE and t.object.value == B12 + "InScopePatient"
-            )
-            result.triples += len(out)
+    def chunks() -> Iterator[bytes]:
+        for batch, evaluated in _in_order(batches, workers):
+            result.patients += len(batch.patients)
+            result.evaluated += evaluated.evaluated
+            result.in_scope += evaluated.in_scope
+            result.triples += evaluated.triples
+            result.problems += evaluated.problems
             if progress:
-                progress(len(batch))
-            yield from out
+                progress(len(batch.patients))
+            yield evaluated.derived
 
-    store.replace_graph(GRAPH_DERIVED, derived_triples())
+    store.replace_derived([q.triple for q in kb.ontology_quads(ox.DefaultGraph())], chunks())
     return result
 
 

@@ -7,17 +7,13 @@ User values reach queries only as RDF terms in a VALUES block (:mod:`b12kg.sparq
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 import pyoxigraph as ox
 
 from b12kg import namespaces as ns
 from b12kg.kb import KnowledgeBase
-from b12kg.sparql import Table, Term, bind
-
-
-_TABLE = re.compile(r"^#\+\s*table:\s*(\S+)", re.MULTILINE)
+from b12kg.sparql import Table, Term, bind, table_name
 
 
 class Workspace:
@@ -82,10 +78,10 @@ class Workspace:
 
     def table(self, text: str) -> Table | None:
         """The VALUES table a query's ``#+ table: NAME`` header asks for: NAME's projected variables and rows."""
-        match = _TABLE.search(text)
-        if match is None:
+        name = table_name(text)
+        if name is None:
             return None
-        solutions = self.store.query(self.kb.query(match.group(1)), use_default_graph_as_union=True)
+        solutions = self.store.query(self.kb.query(name), use_default_graph_as_union=True)
         names = [v.value for v in solutions.variables]
         return names, [tuple(s[n] for n in names) for s in solutions]
 

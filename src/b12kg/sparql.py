@@ -21,6 +21,7 @@ from b12kg.errors import KnowledgeBaseError
 XSD = "http://www.w3.org/2001/XMLSchema#"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
+_TABLE = re.compile(r"^#\+\s*table:\s*(\S+)", re.MULTILINE)
 
 Term = ox.NamedNode | ox.BlankNode | ox.Literal
 Table = tuple[list[str], list[tuple]]
@@ -73,6 +74,12 @@ def bind(text: str, bindings: Mapping[str, object] | None, table: Table | None =
     rows = max(len(c) for c in columns)
     table = " ".join("(" + " ".join(c[i] if len(c) > 1 else c[0] for c in columns) + ")" for i in range(rows))
     return _insert(text, f" VALUES ({' '.join(names)}) {{ {table} }} ")
+
+
+def table_name(text: str) -> str | None:
+    """The query whose rows a query takes as a VALUES table (its ``#+ table: NAME`` header line)."""
+    match = _TABLE.search(text)
+    return match.group(1) if match else None
 
 
 def _table_block(names: list[str], rows: list[tuple]) -> str:
