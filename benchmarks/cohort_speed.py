@@ -34,13 +34,30 @@ from b12kg import cohort
 from b12kg.store import EmbeddedStore
 from b12kg.reason import Reasoner
 cohort_file, db, batch, reasoner, shacl = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
-store = EmbeddedStore(db)
-t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
-r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, reasoner=Reasoner(reasoner), shacl=shacl)
-t2 = time.perf_counter(); store.close()
-import resource
-print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+workers, floor = int(sys.argv[6]), sys.argv[7] == "1"
+if __name__ == "__main__":  # derive starts worker processes (spawn), which import this module
+    store = EmbeddedStore(db)
+    t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
+    r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, reasoner=Reasoner(reasoner),
+                      shacl=shacl, workers=workers)
+    t2 = time.perf_counter()
+    floor_s = None
+    if floor:  # the store's own write cost: bulk-load the same input and derived triples, no derivation
+        import pyoxigraph as ox
+        derived = Path(db + "-derived.nt"); derived.write_bytes(store.dump(ox.RdfFormat.N_TRIPLES, cohort.GRAPH_DERIVED))
+        store.close()
+        bare = ox.Store(db + "-floor")
+        t3 = time.perf_counter()
+        bare.bulk_load(path=cohort_file, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode("urn:floor:input"))
+        bare.bulk_load(path=str(derived), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode("urn:floor:derived"))
+        bare.flush(); floor_s = time.perf_counter() - t3
+    else:
+        store.close()
+    import resource
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
+                      "triples": r.triples, "floor": floor_s,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers * children}))
 """ % AS_OF
 
 REMOTE = """
@@ -50,20 +67,91 @@ from pathlib import Path
 from b12kg import cohort
 from b12kg.serve import free_port, oxigraph_binary, wait_for
 from b12kg.store import RemoteStore
-cohort_file, db, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-port = free_port()
-server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-try:
-    wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
-    store = RemoteStore(f"http://127.0.0.1:{port}/query", update_endpoint=f"http://127.0.0.1:{port}/update")
-    t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
-    r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, shacl=False)
-    t2 = time.perf_counter()
-finally:
-    server.terminate(); server.wait()
+cohort_file, db, batch, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if __name__ == "__main__":
+    port = free_port()
+    server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
+        store = RemoteStore(f"http://127.0.0.1:{port}/query", update_endpoint=f"http://127.0.0.1:{port}/update")
+        t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
+        r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, shacl=False, workers=workers)
+        t2 = time.perf_counter()
+    finally:
+        server.terminate(); server.wait()
+    import resource
+    print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""" % AS_OF
+
+
+RDFLIB = """
+import json, sys, time
+from datetime import date, timedelta
+import owlrl, rdflib, pyoxigraph as ox
+from b12kg import reason
+from b12kg.derive import normalise
+from b12kg.engine import Workspace
+from b12kg.kb import KnowledgeBase
+from b12kg.sparql import bind
+from b12kg._version import ENGINE_VERSION
+cohort_file, sample, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+AS_OF = date.fromisoformat("%s")
+kb = KnowledgeBase()
+ws = Workspace(kb)
+ontology = rdflib.Graph().parse(data=ox.serialize(ws.triples("ontology"), format=ox.RdfFormat.N_TRIPLES), format="nt")
+bands = [r.text for r in reason.compile_rules(ws) if "canonicalValue" in r.text]  # OWL RL has no datatype facets
+triples = list(ox.parse(path=cohort_file, format=ox.RdfFormat.N_TRIPLES))
+owner = {}
+patients = []
+for t in triples:
+    if t.predicate.value.endswith("#type") and t.object.value.endswith("ontology#Patient"):
+        patients.append(t.subject.value)
+patients = sorted(set(patients))[:sample]
+chosen = set(patients)
+facts = {t.object.value for t in triples if t.subject.value in chosen and isinstance(t.object, ox.NamedNode)}
+keep = [t for t in triples if t.subject.value in chosen or t.subject.value in facts]
+def plain(graph):  # pyoxigraph -> rdflib through N-Triples
+    return rdflib.Graph().parse(data=ox.serialize(graph, format=ox.RdfFormat.N_TRIPLES), format="nt")
+reference = Workspace(kb)  # the normalising step (dates, units) is shared; it is not what is compared
+reference.add_triples("patients", keep)
+normalise(reference, AS_OF)
+data = reference.triples("patients") + reference.triples("normalised")
+by_patient = {}
+for t in data:
+    by_patient.setdefault(t.subject.value, []).append(t)
+t0 = time.perf_counter()
+recommendations = 0
+for i in range(0, len(patients), batch):
+    members = patients[i:i + batch]
+    g = rdflib.Graph()
+    g += ontology
+    subjects = set(members) | {t.object.value for p in members for t in by_patient.get(p, []) if isinstance(t.object, ox.NamedNode)}
+    g += plain([t for s in subjects for t in by_patient.get(s, [])])
+    owlrl.DeductiveClosure(owlrl.OWLRL_Semantics).expand(g)
+    for text in bands:
+        g += g.query(text).graph
+    owlrl.DeductiveClosure(owlrl.OWLRL_Semantics).expand(g)
+    for name, text in kb.queries("derive"):
+        table = None
+        if "#+ table:" in text:
+            table_name = text.split("#+ table:")[1].split()[0]
+            rows = g.query(kb.query(table_name))
+            names = [str(v) for v in rows.vars]
+            table = (names, [tuple(ox.NamedNode(str(x)) for x in row) for row in rows])
+        g += g.query(bind(text, {"asOf": AS_OF, "engineVersion": ENGINE_VERSION}, table)).graph
+    recommendations += len(list(g.query(
+        "SELECT DISTINCT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }")))
+t1 = time.perf_counter()
+reason.classify(reference)  # the rules engine on the same patients: the two stacks must agree
+from b12kg.derive import derive as derive_queries
+derive_queries(reference, AS_OF)
+ours = len(reference.select_text(
+    "SELECT DISTINCT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }"))
 import resource
-print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
+print(json.dumps({"load": 0.0, "derive": t1 - t0, "patients": len(patients), "problems": 0,
+                  "recommendations": recommendations, "agrees": recommendations == ours,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """ % AS_OF
 
@@ -71,7 +159,10 @@ print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "
 def run_child(code: str, *args: str) -> tuple[dict, float]:
     """Run code in a fresh interpreter; returns its JSON output and the peak RSS it reported (MB;
     the Python process only — the remote row excludes the server's own memory)."""
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    script = Path(tempfile.mkdtemp(prefix="b12kg-bench-code-")) / "child.py"
+    script.write_text(code)  # a file, not -c: worker processes re-import the main module
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    shutil.rmtree(script.parent, ignore_errors=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result, result["rss_mb"]
 
@@ -97,7 +188,9 @@ def measure(label: str, code: str, n: int, work: Path, runs: int, *extra: str) -
         shutil.rmtree(db, ignore_errors=True)
     wall = statistics.median(walls)
     return {"stack": label, "patients": n, "wall_s": wall, "patients_per_s": n / wall, "rss_mb": max(rss),
-            "load_s": last["load"], "derive_s": last["derive"], "problems": last["problems"], "measured": True}
+            "load_s": last["load"], "derive_s": last["derive"], "problems": last["problems"], "measured": True,
+            "floor_s": last.get("floor"), "triples": last.get("triples"),
+            **({"agrees": last["agrees"]} if "agrees" in last else {})}
 
 
 def cold_start(runs: int) -> float:
@@ -116,39 +209,64 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--hermit-sample", type=int, default=100)
+    parser.add_argument("--rdflib-sample", type=int, default=2,
+                        help="patients for the rdflib + owlrl row (owlrl takes minutes per batch)")
     parser.add_argument("--remote-size", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--targets", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="b12kg-bench-"))
     rows = []
+    batch, workers = str(args.batch), str(args.workers)
     try:
         for n in args.sizes:
-            rows.append(measure("embedded (rules, no SHACL)", EMBEDDED, n, work, args.runs, "250", "rules", "0"))
-        rows.append(measure("embedded (rules, SHACL)", EMBEDDED, args.sizes[0], work, args.runs, "250", "rules", "1"))
-        rows.append(measure("embedded (HermiT, batches of 50)", EMBEDDED, args.hermit_sample, work, 1, "50", "hermit", "0"))
-        rows.append(measure("remote Oxigraph server (rules)", REMOTE, args.remote_size, work, 1, "250"))
+            floor = "1" if n == args.sizes[-1] else "0"
+            rows.append(measure("embedded (rules, no SHACL)", EMBEDDED, n, work, args.runs, batch, "rules", "0",
+                                workers, floor))
+        rows.append(measure("embedded (rules, SHACL)", EMBEDDED, args.sizes[0], work, args.runs, batch, "rules", "1",
+                            workers, "0"))
+        rows.append(measure("embedded (HermiT, batches of 50)", EMBEDDED, args.hermit_sample, work, 1, "50", "hermit",
+                            "0", workers, "0"))
+        if args.rdflib_sample:
+            rows.append(measure("rdflib + owlrl + rdflib SPARQL (batches of 2)", RDFLIB, args.rdflib_sample, work, 1,
+                                str(args.rdflib_sample), "2"))
+        rows.append(measure("remote Oxigraph server (rules)", REMOTE, args.remote_size, work, 1, batch, workers))
         cold = cold_start(max(args.runs, 5))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     embedded = [r for r in rows if r["stack"].startswith("embedded (rules, no")]
-    rate = embedded[-1]["patients_per_s"]
+    largest = embedded[-1]
+    rate = largest["patients_per_s"]
+    if largest.get("floor_s"):
+        rows.append({"stack": "storage floor: bulk-load the same input + derived triples, no derivation",
+                     "patients": largest["patients"], "wall_s": largest["floor_s"],
+                     "patients_per_s": largest["patients"] / largest["floor_s"], "rss_mb": None, "measured": True})
     for n in args.targets:
         if n not in args.sizes:
             rows.append({"stack": "embedded (rules, no SHACL)", "patients": n, "wall_s": n / rate,
                          "patients_per_s": rate, "rss_mb": None, "measured": False})
     hermit = next(r for r in rows if "HermiT" in r["stack"])
+    rdflib_row = next((r for r in rows if r["stack"].startswith("rdflib")), None)
 
-    print(f"\nmachine: {os.cpu_count()} cores; python {sys.version.split()[0]}; medians of {args.runs} run(s)\n")
+    print(f"\nmachine: {os.cpu_count()} cores; python {sys.version.split()[0]}; medians of {args.runs} run(s); "
+          f"batches of {args.batch}, {args.workers} worker process(es)\n")
     print("| stack | patients | load + derive (s) | patients/s | peak RSS (MB) | note |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
         note = "measured" if r["measured"] else "extrapolated from the largest measured size"
         if r.get("problems"):
             note += f"; {r['problems']} problem(s)"
+        if "agrees" in r:
+            note += "; same recommendations as the rules engine" if r["agrees"] else "; DIFFERENT recommendations"
+        if r.get("triples"):
+            note += f"; {r['triples'] / r['patients']:.0f} derived triples/patient"
         rss = f"{r['rss_mb']:.0f}" if r["rss_mb"] else "–"
-        print(f"| {r['stack']} | {r['patients']:,} | {r['wall_s']:.1f} | {r['patients_per_s']:.0f} | {rss} | {note} |")
-    print(f"\nrules engine vs owlready2 + HermiT (batched): {rate / hermit['patients_per_s']:.1f}× faster (target ≥ 100×)")
+        print(f"| {r['stack']} | {r['patients']:,} | {r['wall_s']:.1f} | {r['patients_per_s']:.1f} | {rss} | {note} |")
+    print(f"\nrules engine vs owlready2 + HermiT (batched): {rate / hermit['patients_per_s']:.0f}× faster (target ≥ 100×)")
+    if rdflib_row:
+        print(f"rules engine vs rdflib + owlrl + rdflib SPARQL: {rate / rdflib_row['patients_per_s']:.0f}× faster")
     print(f"one patient, cold start (b12kg recommend, process start to output): {cold:.2f} s median (target ≤ 1.5 s)")
     if len(embedded) >= 2:
         a, b = embedded[0], embedded[-1]

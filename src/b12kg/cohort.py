@@ -103,7 +103,6 @@ class _Batch:
 @dataclass
 class _Evaluated:
     derived: bytes  # N-Triples for the derived graph
-    triples: int
     evaluated: int
     in_scope: int
     problems: list[str]
@@ -134,7 +133,7 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     inferred = ws.store.query(bind(kb.query("cohort/inferred-export"), graphs), use_default_graph_as_union=True)
     derived = ws.dump_nt("derived") + ws.dump_nt("normalised") + (inferred.serialize(format=ox.RdfFormat.N_TRIPLES) or b"")
     counts = ws.select("cohort/batch-counts", {"patients": ws.graph["patients"]})[0]
-    return _Evaluated(derived=derived, triples=derived.count(b"\n"), evaluated=int(counts["evaluated"].value),
+    return _Evaluated(derived=derived, evaluated=int(counts["evaluated"].value),
                       in_scope=int(counts["inScope"].value), problems=problems)
 
 
@@ -202,13 +201,12 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
             result.patients += len(batch.patients)
             result.evaluated += evaluated.evaluated
             result.in_scope += evaluated.in_scope
-            result.triples += evaluated.triples
             result.problems += evaluated.problems
             if progress:
                 progress(len(batch.patients))
             yield evaluated.derived
 
-    store.replace_derived([q.triple for q in kb.ontology_quads(ox.DefaultGraph())], chunks())
+    result.triples = store.replace_derived([q.triple for q in kb.ontology_quads(ox.DefaultGraph())], chunks())
     return result
 
 

@@ -92,7 +92,8 @@ def derive_command(
     store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
     user: User = None, password: Password = None, auth: Auth = "basic",
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients evaluated together.")] = 250,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients evaluated together.")] = 1000,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes evaluating batches (default: one per CPU).")] = None,
     shacl: Annotated[bool, typer.Option("--shacl/--no-shacl", help="Validate patients against the SHACL shapes (slow on large cohorts); unit and date checks always run.")] = True,
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base folder to use.")] = None,
 ) -> None:
@@ -105,7 +106,8 @@ def derive_command(
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
         with _progress("deriving", None) as advance:
-            result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, progress=advance)
+            result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, workers=workers,
+                                   progress=advance)
     finally:
         s.close()
     for problem in result.problems:
