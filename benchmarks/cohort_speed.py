@@ -96,7 +96,7 @@ from b12kg.engine import Workspace
 from b12kg.kb import KnowledgeBase
 from b12kg.sparql import bind
 from b12kg._version import ENGINE_VERSION
-cohort_file, sample, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cohort_file, sample, batch = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])  # argv[2]: store, unused
 AS_OF = date.fromisoformat("%s")
 kb = KnowledgeBase()
 ws = Workspace(kb)
@@ -187,6 +187,7 @@ def measure(label: str, code: str, n: int, work: Path, runs: int, *extra: str) -
         last = result
         shutil.rmtree(db, ignore_errors=True)
     wall = statistics.median(walls)
+    print(f"{label}: {n} patients, {wall:.1f} s median, {n / wall:.1f} patients/s", file=sys.stderr, flush=True)
     return {"stack": label, "patients": n, "wall_s": wall, "patients_per_s": n / wall, "rss_mb": max(rss),
             "load_s": last["load"], "derive_s": last["derive"], "problems": last["problems"], "measured": True,
             "floor_s": last.get("floor"), "triples": last.get("triples"),
