@@ -35,6 +35,7 @@ from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dat
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
+DEFAULT_BATCH = 1_000  # patients per batch in derive: an engineering setting, not a guideline number
 
 
 # ------------------------------------------------------------------------------------------ load
@@ -180,7 +181,7 @@ def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch,
             yield done, future.result()
 
 
-def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = 1000,
+def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = DEFAULT_BATCH,
            reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
            progress: Progress | None = None) -> DeriveResult:
     """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.

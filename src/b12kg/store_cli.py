@@ -92,7 +92,7 @@ def derive_command(
     store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
     user: User = None, password: Password = None, auth: Auth = "basic",
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients evaluated together.")] = 1000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients evaluated together.")] = 1_000,  # cohort.DEFAULT_BATCH
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes evaluating batches (default: one per CPU).")] = None,
     shacl: Annotated[bool, typer.Option("--shacl/--no-shacl", help="Validate patients against the SHACL shapes (slow on large cohorts); unit and date checks always run.")] = True,
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base folder to use.")] = None,
