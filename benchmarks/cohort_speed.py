@@ -98,12 +98,12 @@ from b12kg.sparql import bind
 from b12kg._version import ENGINE_VERSION
 cohort_file, sample, batch = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])  # argv[2]: store, unused
 AS_OF = date.fromisoformat("%s")
+RECOMMENDATIONS = "SELECT DISTINCT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }"
 kb = KnowledgeBase()
 ws = Workspace(kb)
 ontology = rdflib.Graph().parse(data=ox.serialize(ws.triples("ontology"), format=ox.RdfFormat.N_TRIPLES), format="nt")
 bands = [r.text for r in reason.compile_rules(ws) if "canonicalValue" in r.text]  # OWL RL has no datatype facets
 triples = list(ox.parse(path=cohort_file, format=ox.RdfFormat.N_TRIPLES))
-owner = {}
 patients = []
 for t in triples:
     if t.predicate.value.endswith("#type") and t.object.value.endswith("ontology#Patient"):
@@ -141,14 +141,12 @@ for i in range(0, len(patients), batch):
             names = [str(v) for v in rows.vars]
             table = (names, [tuple(ox.NamedNode(str(x)) for x in row) for row in rows])
         g += g.query(bind(text, {"asOf": AS_OF, "engineVersion": ENGINE_VERSION}, table)).graph
-    recommendations += len(list(g.query(
-        "SELECT DISTINCT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }")))
+    recommendations += len(list(g.query(RECOMMENDATIONS)))
 t1 = time.perf_counter()
 reason.classify(reference)  # the rules engine on the same patients: the two stacks must agree
 from b12kg.derive import derive as derive_queries
 derive_queries(reference, AS_OF)
-ours = len(reference.select_text(
-    "SELECT DISTINCT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }"))
+ours = len(reference.select_text(RECOMMENDATIONS))
 import resource
 print(json.dumps({"load": 0.0, "derive": t1 - t0, "patients": len(patients), "problems": 0,
                   "recommendations": recommendations, "agrees": recommendations == ours,

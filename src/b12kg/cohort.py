@@ -30,7 +30,6 @@ from b12kg.errors import InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
-from b12kg.sparql import bind
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dataset_graph
 from b12kg.validate import validate_shapes, validate_values
 
@@ -119,29 +118,30 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     ws.load_nt("patients", data)
     label = Path(batch.label)
     problems = validate_values(ws, PatientData(path=label, triples=[]), as_of)
+    triples: list[ox.Triple] | None = None
     if batch.shacl:
         triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         problems = validate_shapes(PatientData(path=label, triples=triples), kb) + problems
     if problems:
-        data = _without(data, batch.patients, problems)
+        if triples is None:
+            triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         ws = Workspace(kb)
-        ws.load_nt("patients", data)
+        ws.load_nt("patients", _without(triples, batch.patients, problems))
     normalise(ws, as_of)
     classify(ws, Reasoner(batch.reasoner))
     derive_queries(ws, as_of)
     schedule(ws, as_of)
     graphs = {"inferred": ws.graph["inferred"], "patients": ws.graph["patients"]}
-    inferred = ws.store.query(bind(kb.query("cohort/inferred-export"), graphs), use_default_graph_as_union=True)
-    derived = ws.dump_nt("derived") + ws.dump_nt("normalised") + (inferred.serialize(format=ox.RdfFormat.N_TRIPLES) or b"")
+    derived = (ws.dump_nt("derived") + ws.dump_nt("normalised")
+               + ws.construct_nt(kb.query("cohort/inferred-export"), graphs))
     counts = ws.select("cohort/batch-counts", {"patients": ws.graph["patients"]})[0]
     return _Evaluated(derived=derived, evaluated=int(counts["evaluated"].value),
                       in_scope=int(counts["inScope"].value), problems=problems)
 
 
-def _without(data: bytes, patients: list[str], problems: list[str]) -> bytes:
+def _without(triples: list[ox.Triple], patients: list[str], problems: list[str]) -> bytes:
     """The batch's triples without the patients a problem names (all of them if none is named)."""
     bad = {p for p in patients if any(f"<{p}>" in line or f" {p}" in line for line in problems)} or set(patients)
-    triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
     owned = {t.object for t in triples if t.subject.value in bad and isinstance(t.object, ox.NamedNode)}
     keep = [t for t in triples if t.subject.value not in bad and t.subject not in owned]
     return ox.serialize(keep, format=ox.RdfFormat.N_TRIPLES)

@@ -92,10 +92,15 @@ class Workspace:
         triples another graph already holds are taken out again (see :meth:`settle`); a caller that
         adds many results in a row may settle once at the end instead (queries whose aggregates count
         DISTINCT values, as all of ``queries/`` do, see no difference in between)."""
-        data = self.store.query(bind(text, bindings, table), use_default_graph_as_union=True).serialize(
-            format=ox.RdfFormat.N_TRIPLES)
+        data = self.construct_nt(text, bindings, table=table)
         if data:
             self.load_nt(graph, data, settle=settle)
+
+    def construct_nt(self, text: str, bindings: Mapping[str, object] | None = None,
+                     *, table: Table | None = None) -> bytes:
+        """A CONSTRUCT query's triples as one N-Triples document, serialised by Oxigraph."""
+        result = self.store.query(bind(text, bindings, table), use_default_graph_as_union=True)
+        return result.serialize(format=ox.RdfFormat.N_TRIPLES) or b""
 
     def load_nt(self, graph: str, data: bytes, *, settle: bool = True) -> None:
         """Add the triples of an N-Triples document to ``graph`` (then :meth:`settle` it)."""
