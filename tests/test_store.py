@@ -117,6 +117,23 @@ def test_invalid_patients_are_left_out_and_reported(tmp_path):
     assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
 
 
+def test_a_future_birth_date_is_one_patients_problem(tmp_path):
+    """The date check names the patient whose birth date is late, and only that one."""
+    bad = tmp_path / "future-birth.ttl"
+    text = (EXAMPLES / "seed-case.ttl").read_text()
+    born = text.split("b12:birthDate", 1)[1].split('"')[1]
+    bad.write_text(text.replace(f'"{born}"', '"2030-01-01"', 1))
+    store = EmbeddedStore(tmp_path / "db")
+    cohort.load(store, [bad, EXAMPLES / "ckd-diagnosis.ttl"])
+    result = cohort.derive(store, as_of=SEED_AS_OF)
+    patients = {r["patient"].value for r in store.select(DERIVED_RECS)}
+    store.close()
+    assert result.patients == 2 and result.evaluated == 1
+    assert len(result.problems) == 1 and "birthDate 2030-01-01" in result.problems[0], result.problems
+    assert "ckd-diagnosis" not in result.problems[0]
+    assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
+
+
 def test_load_checks_every_file_before_changing_anything(tmp_path):
     store = EmbeddedStore(tmp_path / "db")
     with pytest.raises(InputError, match="nope.ttl: no such file"):
