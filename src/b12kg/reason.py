@@ -88,11 +88,23 @@ class _Tbox:
 
 @dataclass
 class Rule:
-    """One compiled rule: a CONSTRUCT query, the named classes it produces and those it reads."""
+    """One compiled rule: a CONSTRUCT query, the named classes (for a property rule: properties or
+    classes) it can add to an individual that lacks them, and those it reads."""
 
     text: str
     produces: set[str]
     reads: set[str]
+
+
+@dataclass
+class RuleSet:
+    """Every rule, in running order: property rules, then class rules. ``one_pass`` says that neither
+    part has a cycle, so one pass in this order reaches the fixpoint: every rule runs after all the
+    rules producing what it reads (class rules read no property a class rule produces; property rules
+    read no class)."""
+
+    rules: list[Rule]
+    one_pass: bool
 
 
 class _Compiler:
@@ -100,6 +112,7 @@ class _Compiler:
         self.tbox = tbox
         self.counter = 0
         self.reads: set[str] = set()
+        self.required: set[str] = set()
 
     def var(self) -> str:
         self.counter += 1
@@ -138,6 +151,9 @@ class _Compiler:
     def pattern(self, expr: object, x: str) -> str:
         """A SPARQL group pattern: one conjunction, or a top-level UNION of complete conjunctions."""
         alts = self.alternatives(expr, x)
+        # classes x has in every alternative: a rule adds nothing new when it produces one of them
+        self.required = set.intersection(*({item[len(x) + 4 : -3] for item in alt
+                                            if item.startswith(f"{x} a <") and item.endswith("> .")} for alt in alts))
         if len(alts) == 1:
             return " ".join(alts[0])
         return " UNION ".join("{ " + " ".join(alt) + " }" for alt in alts)
@@ -173,7 +189,20 @@ def _construct(classes: set[str], x: str, body: str) -> str:
 
 
 def compile_rules(ws: Workspace) -> list[Rule]:
-    """The rules for this knowledge base, in an order where each rule runs after those it reads."""
+    """The class rules for this knowledge base, in an order where each rule runs after those it reads."""
+    return _class_rules(ws)[0]
+
+
+def rule_set(ws: Workspace) -> RuleSet:
+    """The property rules and the class rules, each part in dependency order; compiled once per workspace."""
+    if "rules" not in ws.memo:
+        properties, properties_acyclic = _order(property_rules(ws))
+        classes, classes_acyclic = _class_rules(ws)
+        ws.memo["rules"] = RuleSet(properties + classes, properties_acyclic and classes_acyclic)
+    return ws.memo["rules"]
+
+
+def _class_rules(ws: Workspace) -> tuple[list[Rule], bool]:
     tbox = _Tbox(ws.triples("ontology"))
     supers = _superclasses(tbox)
 
@@ -187,14 +216,14 @@ def compile_rules(ws: Workspace) -> list[Rule]:
             if isinstance(cls, ox.NamedNode) and not isinstance(expr, ox.NamedNode):
                 c = _Compiler(tbox)
                 body = c.pattern(expr, "?x")
-                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value), c.reads))
+                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value) - c.required, c.reads))
     # general class inclusions: expression ⊑ C (value sets such as ∃code.{c} ⊑ Stroke)
     for expr in tbox.subjects(RDFS + "subClassOf"):
         if isinstance(expr, ox.BlankNode):
             for cls in tbox.objects(expr, RDFS + "subClassOf"):
                 c = _Compiler(tbox)
                 body = c.pattern(expr, "?x")
-                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value), c.reads))
+                rules.append(Rule(_construct(up(cls.value), "?x", body), up(cls.value) - c.required, c.reads))
     # threshold bands: base ⊓ canonical value in [lower, upper)
     for band in tbox.subjects(B12 + "bandBase"):
         base = tbox.one(band, B12 + "bandBase")
@@ -205,28 +234,32 @@ def compile_rules(ws: Workspace) -> list[Rule]:
                 filters.append((f"{threshold} <{B12}thresholdValue> ?{prop} .", f"?value {op} ?{prop}"))
         body = (f"?x a {base} ; <{B12}canonicalValue> ?value . " + " ".join(f[0] for f in filters)
                 + f" FILTER ({' && '.join(f[1] for f in filters)})")
-        rules.append(Rule(_construct(up(band.value), "?x", body), up(band.value), {base.value}))
-    ordered = _order(rules)
+        rules.append(Rule(_construct(up(band.value), "?x", body), up(band.value) - {base.value}, {base.value}))
+    ordered, acyclic = _order(rules)
     # asserted types first: their superclasses
     asserted = "VALUES (?sub ?super) { " + " ".join(
         f"(<{sub}> <{sup}>)" for sub, sups in sorted(supers.items()) for sup in sorted(sups) if sub != sup
     ) + " }"
     closure = Rule(f"CONSTRUCT {{ ?x a ?super }} WHERE {{ {asserted} ?x a ?sub . }}", set(), set())
-    return [closure, *ordered]
+    return [closure, *ordered], acyclic
 
 
-def _order(rules: list[Rule]) -> list[Rule]:
-    """Topological order: a rule after every rule producing a class it reads (cycles stay in place)."""
+def _order(rules: list[Rule]) -> tuple[list[Rule], bool]:
+    """Topological order: a rule after every rule producing something it reads (cycles stay in place);
+    and whether there was no cycle."""
     producers: dict[str, list[int]] = defaultdict(list)
     for i, rule in enumerate(rules):
         for cls in rule.produces:
             producers[cls].append(i)
     ordered, state = [], {}
+    acyclic = True
 
     def visit(i: int) -> None:
+        nonlocal acyclic
         if state.get(i) == "done":
             return
         if state.get(i) == "active":  # a cycle: the fixpoint loop handles it
+            acyclic = False
             return
         state[i] = "active"
         for cls in rules[i].reads:
@@ -238,40 +271,44 @@ def _order(rules: list[Rule]) -> list[Rule]:
 
     for i in range(len(rules)):
         visit(i)
-    return ordered
+    return ordered, acyclic
 
 
-def property_rules(ws: Workspace) -> list[str]:
-    """Sub-properties, two-step property chains, domains and ranges, as CONSTRUCT queries."""
+def property_rules(ws: Workspace) -> list[Rule]:
+    """Sub-properties, two-step property chains, domains and ranges, as CONSTRUCT rules."""
     tbox = _Tbox(ws.triples("ontology"))
     out = []
     for sub in tbox.subjects(RDFS + "subPropertyOf"):
         for sup in tbox.objects(sub, RDFS + "subPropertyOf"):
-            out.append(f"CONSTRUCT {{ ?s {sup} ?o }} WHERE {{ ?s {sub} ?o }}")
+            out.append(Rule(f"CONSTRUCT {{ ?s {sup} ?o }} WHERE {{ ?s {sub} ?o }}", {sup.value}, {sub.value}))
     for prop in tbox.subjects(OWL + "propertyChainAxiom"):
         chain = tbox.rdf_list(tbox.one(prop, OWL + "propertyChainAxiom"))
         if len(chain) != 2:
             raise KnowledgeBaseError(f"the rules engine handles two-step property chains only ({prop})")
-        out.append(f"CONSTRUCT {{ ?x {prop} ?z }} WHERE {{ ?x {chain[0]} ?y . ?y {chain[1]} ?z }}")
+        out.append(Rule(f"CONSTRUCT {{ ?x {prop} ?z }} WHERE {{ ?x {chain[0]} ?y . ?y {chain[1]} ?z }}",
+                        {prop.value}, {chain[0].value, chain[1].value}))
     object_properties = set(tbox.subjects(RDF + "type", ox.NamedNode(OWL + "ObjectProperty")))
     for prop in tbox.subjects(RDFS + "domain"):
         for domain in tbox.objects(prop, RDFS + "domain"):
-            out.append(f"CONSTRUCT {{ ?s a {domain} }} WHERE {{ ?s {prop} ?o }}")
+            out.append(Rule(f"CONSTRUCT {{ ?s a {domain} }} WHERE {{ ?s {prop} ?o }}", {domain.value}, {prop.value}))
     for prop in tbox.subjects(RDFS + "range"):
         if prop in object_properties:
             for rng in tbox.objects(prop, RDFS + "range"):
-                out.append(f"CONSTRUCT {{ ?o a {rng} }} WHERE {{ ?s {prop} ?o }}")
+                out.append(Rule(f"CONSTRUCT {{ ?o a {rng} }} WHERE {{ ?s {prop} ?o }}", {rng.value}, {prop.value}))
     return out
 
 
 def classify_rules(ws: Workspace) -> int:
-    """Run the compiled rules until nothing new is inferred; returns the number of rounds."""
-    texts = property_rules(ws) + [r.text for r in compile_rules(ws)]
+    """Run the rules until nothing new is inferred; returns the number of rounds. When the rules have
+    no cycle (:class:`RuleSet`) the first round is the fixpoint and no second round is run to see it."""
+    rules = rule_set(ws)
     size = ws.size("inferred")
     for round_number in range(1, MAX_ROUNDS + 1):
-        for text in texts:
-            ws.construct_text_into("inferred", text, settle=False)
+        for rule in rules.rules:
+            ws.construct_text_into("inferred", rule.text, settle=False)
         ws.settle("inferred")
+        if rules.one_pass:
+            return round_number
         size, before = ws.size("inferred"), size
         if size == before:
             return round_number
