@@ -82,8 +82,9 @@ def test_rerunning_derive_and_load_never_duplicates(loaded, tmp_path):
     before = derived_triples(loaded)
     store = EmbeddedStore(loaded)
     cohort.load(store, [EXAMPLES / "seed-case.ttl"])  # clears the derived graph (see test_generations)
-    cohort.derive(store, as_of=SEED_AS_OF, batch_size=50)
-    cohort.derive(store, as_of=SEED_AS_OF, batch_size=3)
+    cohort.derive(store, as_of=SEED_AS_OF, batch_size=50, workers=1)  # batches read and evaluated here
+    assert derived_triples(loaded) == before
+    cohort.derive(store, as_of=SEED_AS_OF, batch_size=3, workers=2)  # worker processes read their batches
     datasets = store.datasets()
     store.close()
     assert derived_triples(loaded) == before

@@ -89,7 +89,8 @@ class DeriveResult:
 
 @dataclass
 class _Batch:
-    """One batch of patients as the worker that evaluates it receives it (picklable, no store)."""
+    """One batch of patients as the worker that evaluates it receives it (picklable: the data, or the
+    embedded store generation to read it from)."""
 
     root: str
     as_of: date
@@ -97,7 +98,8 @@ class _Batch:
     shacl: bool
     label: str
     patients: list[str]
-    data: bytes  # the batch's triples, N-Triples
+    data: bytes | None = None  # the batch's triples, N-Triples; None: the worker reads them from `store`
+    store: tuple[str, str] | None = None  # (folder, generation) of the embedded store to read them from
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     normalise, classify, derive, schedule. Patients with invalid data are left out and reported."""
     kb = KnowledgeBase(Path(batch.root))
     as_of = batch.as_of
-    data = batch.data
+    data = batch.data if batch.data is not None else _read_batch(kb, batch)
     ws = Workspace(kb)
     ws.load_nt("patients", data)
     label = Path(batch.label)
@@ -147,14 +149,37 @@ def _without(triples: list[ox.Triple], patients: list[str], problems: list[str])
     return ox.serialize(keep, format=ox.RdfFormat.N_TRIPLES)
 
 
-def _batches(store: Store, kb: KnowledgeBase, size: int, **common) -> Iterator[_Batch]:
+def _batch_data(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode]) -> bytes:
+    """The triples of ``patients`` and of their facts, from the store's dataset graphs, as N-Triples."""
+    bindings = {"patient": patients}
+    return (store.construct_nt(kb.query("cohort/patient-triples"), bindings)
+            + store.construct_nt(kb.query("cohort/fact-triples"), bindings))
+
+
+_READERS: dict[str, EmbeddedStore] = {}  # a worker process's read-only views, opened once
+
+
+def _read_batch(kb: KnowledgeBase, batch: _Batch) -> bytes:
+    """In a worker: read the batch from the generation the deriving writer reads. The writer holds
+    that generation until it commits, so the worker takes no lock of its own: a worker left running
+    by a killed writer must not keep the generation from being collected."""
+    assert batch.store is not None
+    folder = str(Path(batch.store[0]) / batch.store[1])
+    if folder not in _READERS:
+        _READERS[folder] = EmbeddedStore.generation_view(folder)
+    return _batch_data(_READERS[folder], kb, [ox.NamedNode(p) for p in batch.patients])
+
+
+def _batches(store: Store, kb: KnowledgeBase, size: int, workers: int, **common) -> Iterator[_Batch]:
+    """The batches to evaluate. Worker processes read an embedded store's batches themselves (reading
+    is a third of the work per patient, and the writer has the bulk loading to do)."""
     patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    embedded = isinstance(store, EmbeddedStore) and workers > 1
     for i in range(0, len(patients), size):
         batch = patients[i : i + size]
-        bindings = {"patient": batch}
-        data = store.construct_nt(kb.query("cohort/patient-triples"), bindings) + store.construct_nt(
-            kb.query("cohort/fact-triples"), bindings)
-        yield _Batch(label=f"store batch {i + 1}", patients=[p.value for p in batch], data=data, **common)
+        yield _Batch(label=f"store batch {i + 1}", patients=[p.value for p in batch],
+                     data=None if embedded else _batch_data(store, kb, batch),
+                     store=(str(store.path), store.generation) if embedded else None, **common)
 
 
 def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch, _Evaluated]]:
@@ -192,10 +217,10 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     kb = kb or KnowledgeBase()
     result = DeriveResult()
     store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
-    batches = _batches(store, kb, batch_size, root=str(kb.root), as_of=as_of, reasoner=Reasoner(reasoner).value,
-                       shacl=shacl)
     if workers is None:
         workers = os.cpu_count() or 1
+    batches = _batches(store, kb, batch_size, workers, root=str(kb.root), as_of=as_of,
+                       reasoner=Reasoner(reasoner).value, shacl=shacl)
 
     def chunks() -> Iterator[bytes]:
         for batch, evaluated in _in_order(batches, workers):

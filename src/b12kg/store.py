@@ -344,6 +344,20 @@ class EmbeddedStore(Store):
             self.close()
             raise
 
+    @classmethod
+    def generation_view(cls, folder: str | Path) -> "EmbeddedStore":
+        """A read-only view of one generation folder that takes no lock: only for a process working for
+        a writer that holds the generation (derive's worker processes)."""
+        view = cls.__new__(cls)
+        view.path, view.read_only, view.generation = Path(folder).parent, True, Path(folder).name
+        view._lock_fd = view._lease_fd = None
+        view._writing = False
+        try:
+            view.store = ox.Store.read_only(str(folder))
+        except OSError as exc:
+            raise StoreError(f"{folder}: cannot open the store: {exc}") from None
+        return view
+
     def __enter__(self) -> "EmbeddedStore":
         return self
 
