@@ -135,6 +135,20 @@ def test_a_future_birth_date_is_one_patients_problem(tmp_path):
     assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
 
 
+def test_a_worker_that_dies_is_one_clear_error_and_changes_nothing(loaded, tmp_path):
+    """A script without the main guard, read from stdin: the spawned workers cannot start. derive
+    says what happened and what to do, and the store keeps its derived graph."""
+    before = derived_triples(loaded)
+    script = (f"from b12kg import cohort\nfrom b12kg.store import EmbeddedStore\nfrom datetime import date\n"
+              f"store = EmbeddedStore({str(loaded)!r})\n"
+              f"try:\n    cohort.derive(store, as_of=date(2025, 10, 31), workers=2)\n"
+              f"except cohort.WorkerError as exc:\n    print('WorkerError', exc.exit_code, exc.message)\n")
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("WorkerError 10 a derive worker process stopped abruptly"), result.stdout + result.stderr
+    assert "--workers 1" in result.stdout and "__main__" in result.stdout
+    assert derived_triples(loaded) == before
+
+
 def test_load_checks_every_file_before_changing_anything(tmp_path):
     store = EmbeddedStore(tmp_path / "db")
     with pytest.raises(InputError, match="nope.ttl: no such file"):

@@ -26,7 +26,7 @@ import pyoxigraph as ox
 from b12kg.derive import derive as derive_queries
 from b12kg.derive import normalise, schedule
 from b12kg.engine import Workspace
-from b12kg.errors import InputError, InvalidPatientData
+from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
@@ -34,6 +34,12 @@ from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dat
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
+
+
+class WorkerError(B12kgError):
+    """A worker process of ``derive`` died (its result is lost; the store is unchanged)."""
+
+    exit_code = ExitCode.INTERNAL
 DEFAULT_BATCH = 1_000  # patients per batch in derive: an engineering setting, not a guideline number
 
 
@@ -192,18 +198,25 @@ def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch,
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: the parent holds an open on-disk store with its own threads.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append((batch, pool.submit(_evaluate, batch)))
-            if len(pending) >= 2 * workers:
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending: deque = deque()
+            for batch in batches:
+                pending.append((batch, pool.submit(_evaluate, batch)))
+                if len(pending) >= 2 * workers:
+                    done, future = pending.popleft()
+                    yield done, future.result()
+            while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
+    except BrokenProcessPool:
+        raise WorkerError(
+            "a derive worker process stopped abruptly (killed, or out of memory; a script calling "
+            "cohort.derive needs the `if __name__ == \"__main__\":` guard); nothing was written: run again, "
+            "with a smaller --batch-size or --workers 1 if memory is short") from None
 
 
 def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = DEFAULT_BATCH,
