@@ -355,3 +355,11 @@ def test_replacing_the_largest_graph_copies_the_rest_instead(tmp_path, monkeypat
     reference = ox.Store()  # in memory: literals normalised as the store does
     reference.bulk_load(path=str(bigger), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode("urn:b12kg:dataset:big"))
     assert {q for q in after if q.graph_name.value == "urn:b12kg:dataset:big"} == set(reference)
+
+
+def test_derived_chunks_are_bulk_loaded_in_groups():
+    from b12kg.store import _grouped
+
+    assert list(_grouped([b"aaaa\n", b"bbbb\n", b"", b"cc\n"], 8)) == [b"aaaa\nbbbb\n", b"cc\n"]
+    assert list(_grouped([b"", b""], 8)) == []
+    assert list(_grouped([b"aaaaaaaaa\n", b"b\n"], 8)) == [b"aaaaaaaaa\n", b"b\n"]

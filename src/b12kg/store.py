@@ -139,6 +139,10 @@ HEAD_FILE = "HEAD"
 LOCK_FILE = "lock"
 HEAD_FORMAT = 1
 GENERATION_PREFIX = "gen-"
+# derive bulk-loads its results in documents of about this size: each bulk load ingests new sorted
+# files into RocksDB, and many small ingests cost compaction work (measured: batches of 1,000 patients
+# one by one 239 patients/s at 32k patients, grouped to 100 MB 301/s; 300 MB and 1 GB no better)
+INGEST_BYTES = 100 * 2**20
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
 
 
@@ -249,6 +253,21 @@ def current_generation(root: Path) -> Path:
     head = _read_head(root)
     assert head is not None
     return root / head["current"]
+
+
+def _grouped(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks joined into documents of at least ``size`` bytes (the last one may be smaller)."""
+    group: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        if chunk:
+            group.append(chunk)
+            held += len(chunk)
+        if held >= size:
+            yield b"".join(group)
+            group, held = [], 0
+    if group:
+        yield b"".join(group)
 
 
 def _count(store: ox.Store, graph: ox.NamedNode) -> int:
@@ -499,9 +518,8 @@ class EmbeddedStore(Store):
             base.clear(GRAPH_DERIVED)
             base.store.flush()
             current = self._new_generation(made, base.store)
-            for chunk in chunks:
-                if chunk:
-                    current.add_nt(GRAPH_DERIVED, chunk)
+            for group in _grouped(chunks, INGEST_BYTES):
+                current.add_nt(GRAPH_DERIVED, group)
             count = current.count(GRAPH_DERIVED)
             self._commit(base, current)
             return count
