@@ -42,6 +42,9 @@ if __name__ == "__main__":  # derive starts worker processes (spawn), which impo
     r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, reasoner=Reasoner(reasoner),
                       shacl=shacl, workers=workers)
     t2 = time.perf_counter()
+    import resource  # peak memory of load + derive: this process plus (at most) each worker's peak
+    rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+              + workers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
     floor_s = None
     if floor:  # the store's own write cost: bulk-load the same input and derived triples, no derivation
         import pyoxigraph as ox
@@ -54,11 +57,8 @@ if __name__ == "__main__":  # derive starts worker processes (spawn), which impo
         bare.flush(); floor_s = time.perf_counter() - t3
     else:
         store.close()
-    import resource
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
-                      "triples": r.triples, "floor": floor_s,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers * children}))
+                      "triples": r.triples, "floor": floor_s, "rss_mb": rss_mb}))
 """ % AS_OF
 
 REMOTE = """
