@@ -36,15 +36,38 @@ from b12kg.store import EmbeddedStore
 from b12kg.reason import Reasoner
 cohort_file, db, batch, reasoner, shacl = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 workers, floor = int(sys.argv[6]), sys.argv[7] == "1"
+def tree_rss(stop, peak):
+    # the resident memory of this process and its workers, sampled (ru_maxrss of a spawned worker is
+    # useless: it keeps the high-water mark of the parent it was forked from before exec)
+    import os
+    page = os.sysconf("SC_PAGE_SIZE")
+    while not stop.is_set():
+        pids, total = [os.getpid()], 0
+        for task in os.listdir(f"/proc/{os.getpid()}/task"):
+            try:
+                with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    total += int(f.read().split()[1]) * page
+            except OSError:
+                pass
+        peak[0] = max(peak[0], total)
+        stop.wait(0.2)
 if __name__ == "__main__":  # derive starts worker processes (spawn), which import this module
+    import threading
+    stop, peak = threading.Event(), [0]
+    sampler = threading.Thread(target=tree_rss, args=(stop, peak), daemon=True); sampler.start()
     store = EmbeddedStore(db)
     t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
     r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, reasoner=Reasoner(reasoner),
                       shacl=shacl, workers=workers)
     t2 = time.perf_counter()
-    import resource  # peak memory of load + derive: this process plus (at most) each worker's peak
-    rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-              + workers * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    stop.set(); sampler.join()
+    rss_mb = peak[0] / 2**20  # peak of load + derive: this process and its workers together (sampled)
     floor_s = None
     if floor:  # the store's own write cost: bulk-load the same input and derived triples, no derivation
         import pyoxigraph as ox
