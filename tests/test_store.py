@@ -105,14 +105,22 @@ def test_derived_recommendations_carry_provenance(loaded):
         assert int(r["refs"].value) >= 1 and int(r["runs"].value) == 1, r["rec"].value
 
 
-def test_invalid_patients_are_left_out_and_reported(tmp_path):
-    bad = tmp_path / "bad-unit.ttl"
-    bad.write_text((EXAMPLES / "seed-case.ttl").read_text().replace('"pg/mL"', '"mg/dL"'))
+def derive_beside_a_valid_patient(tmp_path: Path, name: str, text: str) -> tuple[cohort.DeriveResult, set[str]]:
+    """Load a patient file with ``text`` beside a valid one and derive: the result and the patients
+    with recommendations."""
+    bad = tmp_path / name
+    bad.write_text(text)
     store = EmbeddedStore(tmp_path / "db")
     cohort.load(store, [bad, EXAMPLES / "ckd-diagnosis.ttl"])
     result = cohort.derive(store, as_of=SEED_AS_OF)
     patients = {r["patient"].value for r in store.select(DERIVED_RECS)}
     store.close()
+    return result, patients
+
+
+def test_invalid_patients_are_left_out_and_reported(tmp_path):
+    text = (EXAMPLES / "seed-case.ttl").read_text().replace('"pg/mL"', '"mg/dL"')
+    result, patients = derive_beside_a_valid_patient(tmp_path, "bad-unit.ttl", text)
     assert result.patients == 2 and result.evaluated == 1
     assert any("unknown unit 'mg/dL'" in p for p in result.problems)
     assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
@@ -120,15 +128,10 @@ def test_invalid_patients_are_left_out_and_reported(tmp_path):
 
 def test_a_future_birth_date_is_one_patients_problem(tmp_path):
     """The date check names the patient whose birth date is late, and only that one."""
-    bad = tmp_path / "future-birth.ttl"
     text = (EXAMPLES / "seed-case.ttl").read_text()
     born = text.split("b12:birthDate", 1)[1].split('"')[1]
-    bad.write_text(text.replace(f'"{born}"', '"2030-01-01"', 1))
-    store = EmbeddedStore(tmp_path / "db")
-    cohort.load(store, [bad, EXAMPLES / "ckd-diagnosis.ttl"])
-    result = cohort.derive(store, as_of=SEED_AS_OF)
-    patients = {r["patient"].value for r in store.select(DERIVED_RECS)}
-    store.close()
+    result, patients = derive_beside_a_valid_patient(tmp_path, "future-birth.ttl",
+                                                     text.replace(f'"{born}"', '"2030-01-01"', 1))
     assert result.patients == 2 and result.evaluated == 1
     assert len(result.problems) == 1 and "birthDate 2030-01-01" in result.problems[0], result.problems
     assert "ckd-diagnosis" not in result.problems[0]

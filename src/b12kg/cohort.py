@@ -34,13 +34,13 @@ from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dat
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
+DEFAULT_BATCH = 1_000  # patients per batch in derive: an engineering setting, not a guideline number
 
 
 class WorkerError(B12kgError):
     """A worker process of ``derive`` died (its result is lost; the store is unchanged)."""
 
     exit_code = ExitCode.INTERNAL
-DEFAULT_BATCH = 1_000  # patients per batch in derive: an engineering setting, not a guideline number
 
 
 # ------------------------------------------------------------------------------------------ load
