@@ -328,3 +328,39 @@ def test_endpoint_answers_concurrent_queries(endpoint):
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda _: post(endpoint.url, query=query)[0], range(48)))
     assert statuses == [200] * 48
+
+
+@pytest.mark.parametrize("text", [
+    "INSERT DATA { GRAPH <urn:g> {\n<urn:a> <urn:b> \"# not a comment\" .\n} }",
+    "  drop silent graph <urn:g>",
+    "MOVE SILENT GRAPH <urn:a> TO GRAPH <urn:b>",
+    "#+ summary: a header\n#+ param: x iri\nPREFIX b12: <https://w3id.org/b12kg/ontology#>\nprefix : <urn:x#>\n"
+    "BASE <urn:base>\nselect ?s WHERE { ?s ?p ?o }",
+    "PREFIX b12: <urn:x#>\nCONSTRUCT { ?s ?p ?o } WHERE { ?s ?p ?o }",
+    "PREFIX b12: <urn:x#>\nWITH <urn:g> DELETE { ?s ?p ?o } WHERE { ?s ?p ?o }",  # form after WITH
+    "ASK {}",
+])
+def test_remote_requests_get_the_form_sparqlwrapper_would_find(text):
+    from SPARQLWrapper import SPARQLWrapper
+
+    from b12kg.store import _set_text
+
+    ours, theirs = SPARQLWrapper("http://127.0.0.1:9/sparql"), SPARQLWrapper("http://127.0.0.1:9/sparql")
+    _set_text(ours, text)
+    theirs.setQuery(text)
+    assert (ours.queryString, ours.queryType) == (text, theirs.queryType)
+
+
+def test_a_large_insert_skips_sparqlwrappers_whole_text_scan(monkeypatch):
+    from SPARQLWrapper import SPARQLWrapper
+
+    from b12kg.store import _set_text
+
+    def scan(self, text):
+        raise AssertionError("setQuery scanned the whole request")
+
+    wrapper = SPARQLWrapper("http://127.0.0.1:9/sparql")  # (its constructor sets a default query)
+    monkeypatch.setattr(SPARQLWrapper, "setQuery", scan)
+    text = "INSERT DATA { GRAPH <urn:g> {\n" + "<urn:a> <urn:b> <urn:c> .\n" * 5000 + "} }"
+    _set_text(wrapper, text)
+    assert wrapper.queryType == "INSERT" and wrapper.isSparqlUpdateRequest()

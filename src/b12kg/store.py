@@ -650,7 +650,7 @@ class RemoteStore(Store):
         # A form-encoded POST (query=...): Virtuoso 7.2 never answers a direct application/sparql-query POST.
         w.setRequestMethod("urlencoded")
         w.setOnlyConneg(True)  # the Accept header alone names the format (no format=... parameter)
-        w.setQuery(text)
+        _set_text(w, text)
         w.addCustomHttpHeader("Accept", accept)
         try:
             return w.query().response.read()
@@ -674,7 +674,7 @@ class RemoteStore(Store):
         w = self._client(self.update_endpoint)
         w.setMethod(POST)
         w.setRequestMethod("postdirectly")
-        w.setQuery(text)
+        _set_text(w, text)
         try:
             w.query().response.read()
         except Exception as exc:
@@ -702,6 +702,28 @@ class RemoteStore(Store):
             self.update(f"INSERT {{ GRAPH <{graph}> {{\n" + "\n".join(with_blanks) + "\n} } WHERE {}")
             count += len(with_blanks)
         return count
+
+
+# The prologue of a request (space, comments, PREFIX and BASE declarations), then its form's keyword.
+_FORM = re.compile(r"(?:\s+|#[^\n]*|PREFIX\s+[^\s:]*:\s*<[^>]*>|BASE\s*<[^>]*>)*([A-Za-z]+)", re.IGNORECASE)
+
+
+def _set_text(wrapper, text: str) -> None:
+    """Give SPARQLWrapper the request text. Its ``setQuery`` finds the query form by running a regex
+    over the whole text, which took three quarters of the time of a 5,000-triple INSERT DATA (and the
+    batch queries carry 1,000 patient IRIs). The form is the first keyword after the prologue, so it is
+    read here and set through the documented ``queryString`` / ``queryType`` attributes; a text whose
+    form is not found that way goes through ``setQuery``."""
+    from SPARQLWrapper import Wrapper as sw  # the query-form constants ("to be used to set the query type")
+
+    forms = {sw.SELECT, sw.CONSTRUCT, sw.ASK, sw.DESCRIBE, sw.INSERT, sw.DELETE, sw.CREATE, sw.CLEAR,
+             sw.DROP, sw.LOAD, sw.COPY, sw.MOVE, sw.ADD}
+    match = _FORM.match(text)
+    form = match.group(1).upper() if match else ""
+    if form in forms:
+        wrapper.queryString, wrapper.queryType = text, form
+    else:
+        wrapper.setQuery(text)
 
 
 def _first_line(exc: Exception) -> str:
