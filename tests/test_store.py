@@ -4,6 +4,7 @@ synthetic cohort is deterministic; the served endpoint is read-only, federation-
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -150,6 +151,55 @@ def test_a_worker_that_dies_is_one_clear_error_and_changes_nothing(loaded, tmp_p
     assert result.stdout.startswith("WorkerError 10 a derive worker process stopped abruptly"), result.stdout + result.stderr
     assert "--workers 1" in result.stdout and "__main__" in result.stdout
     assert derived_triples(loaded) == before
+
+
+def _group(pgid: int) -> dict[int, str]:
+    """The live processes of a process group: pid -> command line."""
+    members = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            if proc.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                state = stat.rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    members[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not a process folder
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_workers_of_a_killed_derive_do_not_outlive_it(tmp_path):
+    """derive killed with SIGKILL (or by the out-of-memory killer): its worker processes exit too,
+    instead of waiting for work forever."""
+    import signal
+    import time
+
+    from b12kg.synth import generate_file
+
+    generate_file(tmp_path / "cohort.nt", patients=2_000, seed=3, as_of=SEED_AS_OF)
+    store = EmbeddedStore(tmp_path / "db")
+    cohort.load(store, [tmp_path / "cohort.nt"])
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-m", "b12kg.cli", "derive", "--store", str(tmp_path / "db"),
+                             "--as-of", SEED_AS_OF.isoformat(), "--no-shacl", "--workers", "2",
+                             "--batch-size", "100"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while sum("spawn_main" in cmd for cmd in _group(proc.pid).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "derive ended before its workers were seen"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _group(proc.pid)
+    for pid in left:  # do not leave them to the rest of the test run
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running 15 s after their derive was killed: {left}"
 
 
 def test_load_checks_every_file_before_changing_anything(tmp_path):

@@ -188,6 +188,20 @@ def _batches(store: Store, kb: KnowledgeBase, size: int, workers: int, **common)
                      store=(str(store.path), store.generation) if embedded else None, **common)
 
 
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """In a worker: exit when the derive process that started it is gone (killed, or out of memory).
+    A spawned worker holds both ends of its task queue, so it would otherwise wait for work forever."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="b12kg-parent-watch", daemon=True).start()
+
+
 def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch, _Evaluated]]:
     """Evaluate batches in ``workers`` processes (in this one for 1), keeping at most two batches per
     worker in flight so memory stays bounded; results come back in batch order."""
@@ -202,7 +216,8 @@ def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch,
 
     # spawn, not fork: the parent holds an open on-disk store with its own threads.
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             pending: deque = deque()
             for batch in batches:
                 pending.append((batch, pool.submit(_evaluate, batch)))
