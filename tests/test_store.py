@@ -158,11 +158,9 @@ def _group(pgid: int) -> dict[int, str]:
     members = {}
     for proc in Path("/proc").iterdir():
         try:
-            stat = (proc / "stat").read_text()
-            if proc.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
-                state = stat.rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    members[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state, _, group = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:3]  # after the (command)
+            if proc.name.isdigit() and int(group) == pgid and state != "Z":
+                members[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not a process folder
     return members
