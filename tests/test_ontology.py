@@ -59,7 +59,7 @@ def test_guideline_numbers_live_only_in_the_ontology(kb):
     """No guideline number in Python or in query text (the article's own wording in b12:text is data)."""
     numbers = re.compile(r"(?<![\w.])(322|258|436|1000|0\.738|2\.266|30\.4375)(?![\w.])")
     offenders = []
-    for path in list((kb.root / "src").rglob("*.py")) + list(kb.queries_dir.rglob("*.rq")):
+    for path in list((kb.root / "src").rglob("*.py")) + list(kb.queries_dir.rglob("*.r[qu]")):
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             if numbers.search(line):
                 offenders.append(f"{path}:{lineno}: {line.strip()}")

@@ -227,10 +227,13 @@ def stage_syntax(ctx: Context) -> list[Finding]:
             ctx.broken_turtle.add(path)
             out.append(ctx.finding("syntax-turtle", f"Turtle syntax error: {exc.msg}", file=ctx.rel(path),
                                    line=exc.lineno, column=exc.offset))
-    for path in sorted(ctx.kb.queries_dir.rglob("*.rq")):
+    for path in sorted(ctx.kb.queries_dir.rglob("*.rq")) + sorted(ctx.kb.queries_dir.rglob("*.ru")):
         text = path.read_text(encoding="utf-8")
         try:
-            ox.Store().query(text)
+            if path.suffix == ".ru":  # an update, run on an empty store of its own
+                ox.Store().update(text)
+            else:
+                ox.Store().query(text)
         except SyntaxError as exc:
             match = _QUERY_POS.search(str(exc))
             line, column = (int(match.group(1)), int(match.group(2))) if match else (None, None)
@@ -532,7 +535,7 @@ _PREFIX_DECL = re.compile(r"(?:PREFIX|@prefix)\s+([\w-]*):\s*<([^>]*)>", re.IGNO
 def _undeclared_in_queries(ctx: Context) -> list[Finding]:
     known = ctx.declared
     out = []
-    files = sorted(ctx.kb.queries_dir.rglob("*.rq")) + [
+    files = sorted(ctx.kb.queries_dir.rglob("*.rq")) + sorted(ctx.kb.queries_dir.rglob("*.ru")) + [
         p for p in ctx.kb.shape_files() if p.name == GUIDELINE_SHAPES or p not in ctx.broken_turtle
     ]
     for path in files:

@@ -30,7 +30,7 @@ from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
-from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store, dataset_graph
+from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, RemoteStore, Store, dataset_graph
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
@@ -234,14 +234,26 @@ def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch,
             "with a smaller --batch-size or --workers 1 if memory is short") from None
 
 
+REPLACE_MODES = ("atomic", "batches")
+
+
 def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = DEFAULT_BATCH,
            reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
-           progress: Progress | None = None) -> DeriveResult:
+           progress: Progress | None = None, replace: str = "atomic") -> DeriveResult:
     """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
 
     Batches of ``batch_size`` patients are evaluated in ``workers`` processes (default: one per CPU;
     one batch runs in this process). Patients whose data breaks the patient shapes (``shacl``), has an
-    unknown unit or a date after ``as_of`` are left out and reported in ``problems``."""
+    unknown unit or a date after ``as_of`` are left out and reported in ``problems``.
+
+    ``replace="batches"`` (remote stores only) replaces the derived graph batch by batch instead of in
+    one final request: each patient's results change at once, the whole graph does not (see
+    :meth:`RemoteStore.replace_derived_by_batch`)."""
+    if replace not in REPLACE_MODES:
+        raise InputError(f"--replace {replace!r}: use {' or '.join(REPLACE_MODES)}")
+    if replace == "batches" and not isinstance(store, RemoteStore):
+        raise InputError("--replace batches is for remote stores (--endpoint): the embedded store replaces "
+                         "the derived graph atomically at any size")
     kb = kb or KnowledgeBase()
     result = DeriveResult()
     store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
@@ -250,7 +262,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     batches = _batches(store, kb, batch_size, workers, root=str(kb.root), as_of=as_of,
                        reasoner=Reasoner(reasoner).value, shacl=shacl)
 
-    def chunks() -> Iterator[bytes]:
+    def derived() -> Iterator[tuple[list[str], bytes]]:
         for batch, evaluated in _in_order(batches, workers):
             result.patients += len(batch.patients)
             result.evaluated += evaluated.evaluated
@@ -258,9 +270,16 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
             result.problems += evaluated.problems
             if progress:
                 progress(len(batch.patients))
-            yield evaluated.derived
+            yield batch.patients, evaluated.derived
 
-    result.triples = store.replace_derived([q.triple for q in kb.ontology_quads(ox.DefaultGraph())], chunks())
+    ontology = [q.triple for q in kb.ontology_quads(ox.DefaultGraph())]
+    if replace == "batches":
+        assert isinstance(store, RemoteStore)
+        result.triples = store.replace_derived_by_batch(
+            ontology, derived(), delete=kb.update("cohort/delete-derived"), orphans=kb.query("cohort/derived-orphans"),
+            delete_subjects=kb.update("cohort/delete-derived-subjects"), chunk=batch_size)
+    else:
+        result.triples = store.replace_derived(ontology, (data for _, data in derived()))
     return result
 
 

@@ -84,16 +84,22 @@ class KnowledgeBase:
     def shape_files(self) -> list[Path]:
         return sorted(self.shapes_dir.glob("*.ttl"))
 
-    def query_path(self, name: str) -> Path:
-        """``derive/02-recommendations`` -> its ``.rq`` file; unknown names are a clear error."""
-        path = self.queries_dir / f"{name}.rq"
+    def query_path(self, name: str, suffix: str = ".rq") -> Path:
+        """``derive/02-recommendations`` -> its ``.rq`` file (``.ru``: an update); unknown names are a
+        clear error."""
+        path = self.queries_dir / f"{name}{suffix}"
         if not path.is_file():
-            known = ", ".join(sorted(str(p.relative_to(self.queries_dir))[:-3] for p in self.queries_dir.rglob("*.rq")))
-            raise KnowledgeBaseError(f"unknown query {name!r} (known: {known})")
+            known = ", ".join(sorted(str(p.relative_to(self.queries_dir))[: -len(suffix)]
+                                     for p in self.queries_dir.rglob(f"*{suffix}")))
+            raise KnowledgeBaseError(f"unknown {'update' if suffix == '.ru' else 'query'} {name!r} (known: {known})")
         return path
 
     def query(self, name: str) -> str:
         return _read_text(self.query_path(name))
+
+    def update(self, name: str) -> str:
+        """A SPARQL 1.1 Update from ``queries/NAME.ru``."""
+        return _read_text(self.query_path(name, ".ru"))
 
     def queries(self, folder: str) -> list[tuple[str, str]]:
         """All queries of a folder, in file-name order, as (name, text)."""

@@ -686,22 +686,76 @@ class RemoteStore(Store):
         # and Virtuoso 7 refuses blank nodes in INSERT DATA.
         count, chunk, with_blanks = 0, [], []
         for t in triples:
-            line = f"{t.subject} {t.predicate} {t.object} ."
-            if isinstance(t.subject, ox.BlankNode) or isinstance(t.object, ox.BlankNode):
-                with_blanks.append(line)
+            if _has_blank(t):
+                with_blanks.append(_line(t))
                 continue
-            chunk.append(line)
+            chunk.append(_line(t))
             if len(chunk) >= self.batch:
-                self.update(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(chunk) + "\n} }")
+                self.update(_insert_data(graph, chunk))
                 count += len(chunk)
                 chunk = []
         if chunk:
-            self.update(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(chunk) + "\n} }")
+            self.update(_insert_data(graph, chunk))
             count += len(chunk)
         if with_blanks:
-            self.update(f"INSERT {{ GRAPH <{graph}> {{\n" + "\n".join(with_blanks) + "\n} } WHERE {}")
+            self.update(_insert_where(graph, with_blanks))
             count += len(with_blanks)
         return count
+
+    def replace_derived_by_batch(self, ontology: list[ox.Triple], batches: Iterable[tuple[list[str], bytes]], *,
+                                 delete: str, orphans: str, delete_subjects: str, chunk: int) -> int:
+        """Replace the derived graph patient by patient instead of in one request: for each batch
+        (its patients' IRIs and their derived triples as N-Triples) one update request deletes what
+        the derived graph holds for those patients (``delete``, bound to them) and inserts their new
+        triples, so each patient's results change at once and nothing of an earlier run is left
+        beside them. Then the results of patients no longer in any dataset and subjects nothing
+        points at any more (``orphans``) are deleted, ``chunk`` at a time. No request grows with the
+        cohort; a run that stops leaves some patients with the earlier results (each patient whole).
+        Returns the triples in the derived graph."""
+        self.replace_graph(GRAPH_ONTOLOGY, ontology)
+        for patients, data in batches:
+            self._replace_patients(delete, [ox.NamedNode(p) for p in patients],
+                                   ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+        rows = self.select(orphans)
+        gone = sorted({r["patient"].value for r in rows if "patient" in r})
+        stale = sorted({r["orphan"].value for r in rows if "orphan" in r})
+        for i in range(0, len(gone), chunk):
+            self._replace_patients(delete, [ox.NamedNode(p) for p in gone[i : i + chunk]], [])
+        for i in range(0, len(stale), chunk):
+            self.update(bind(delete_subjects, {"orphan": [ox.NamedNode(s) for s in stale[i : i + chunk]]}))
+        rows = self.select("SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(GRAPH_DERIVED)})
+        return int(rows[0]["n"].value)
+
+    def _replace_patients(self, delete: str, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
+        """One update request: ``delete`` bound to ``patients``, then an insert of ``triples`` into the
+        derived graph (a SPARQL 1.1 Update request is applied as one unit)."""
+        if not patients:
+            return
+        plain, with_blanks = [], []
+        for t in triples:
+            (with_blanks if _has_blank(t) else plain).append(_line(t))
+        operations = [bind(delete, {"patient": patients})]
+        if plain:
+            operations.append(_insert_data(GRAPH_DERIVED, plain))
+        if with_blanks:
+            operations.append(_insert_where(GRAPH_DERIVED, with_blanks))
+        self.update(" ;\n".join(operations))
+
+
+def _line(t: ox.Triple) -> str:
+    return f"{t.subject} {t.predicate} {t.object} ."
+
+
+def _has_blank(t: ox.Triple) -> bool:
+    return isinstance(t.subject, ox.BlankNode) or isinstance(t.object, ox.BlankNode)
+
+
+def _insert_data(graph: str, lines: list[str]) -> str:
+    return f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(lines) + "\n} }"
+
+
+def _insert_where(graph: str, lines: list[str]) -> str:
+    return f"INSERT {{ GRAPH <{graph}> {{\n" + "\n".join(lines) + "\n} } WHERE {}"
 
 
 # The prologue of a request (space, comments, PREFIX and BASE declarations), then its form's keyword.

@@ -96,18 +96,27 @@ def derive_command(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes evaluating batches (default: one per CPU).")] = None,
     shacl: Annotated[bool, typer.Option("--shacl/--no-shacl", help="Validate patients against the SHACL shapes (slow on large cohorts); unit and date checks always run.")] = True,
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Knowledge base folder to use.")] = None,
+    replace: Annotated[str, typer.Option("--replace", help=(
+        "Remote stores: atomic (default; one MOVE at the end, a stopped run leaves the old graph) or batches "
+        "(each batch of patients replaced in one request: for cohorts too large for one server transaction)."))] = "atomic",
 ) -> None:
-    """Derive every patient's recommendations with provenance; replaces the derived graph atomically."""
+    """Derive every patient's recommendations with provenance; replaces the derived graph atomically
+    (on a remote store with --replace batches: patient by patient)."""
     from b12kg import cohort
     from b12kg.kb import KnowledgeBase
 
     day = parse_as_of(as_of)
+    if replace not in cohort.REPLACE_MODES:
+        raise UsageError(f"--replace: {replace!r} is not one of {', '.join(cohort.REPLACE_MODES)}")
+    if replace == "batches" and store is not None:
+        raise UsageError("--replace batches is for remote stores (--endpoint); the embedded store (--store) "
+                         "replaces the derived graph atomically at any size")
     kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
         with _progress("deriving", None) as advance:
             result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, workers=workers,
-                                   progress=advance)
+                                   progress=advance, replace=replace)
     finally:
         s.close()
     for problem in result.problems:

@@ -1,0 +1,190 @@
+"""``derive --replace batches`` on real Oxigraph and Virtuoso servers: the derived graph replaced patient
+by patient, one update request per batch, instead of one MOVE of the whole graph at the end.
+
+What it must keep from the atomic path: the derived graph equals the embedded store's on the same
+cohort, and nothing of an earlier run is left — not the results of a patient removed from the datasets,
+not those of a patient whose new data is invalid, not facts a patient's new derivation no longer uses,
+not a subject nothing points at. What it gives up, and how far: a run that stops leaves each patient
+with either all of its earlier results or all of its new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pyoxigraph as ox
+import pytest
+
+from b12kg import cohort
+from b12kg.errors import ExitCode, InputError
+from b12kg.kb import KnowledgeBase
+from b12kg.store import GRAPH_DERIVED, EmbeddedStore, RemoteStore, StoreError
+from b12kg.synth import generate_file
+from servers import open_backend
+
+B12 = "https://w3id.org/b12kg/ontology#"
+PROV = "http://www.w3.org/ns/prov#"
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+FIRST, SECOND = date(2025, 10, 31), date(2025, 12, 20)
+BATCH = 7  # several batches, the last one short
+SEED = 5
+
+
+# ------------------------------------------------------------------------------------ the cohorts
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory) -> dict[str, Path]:
+    """``before``: a synthetic cohort. ``after``: the same dataset with one patient removed, one patient's
+    B12 result removed, and one patient's B12 unit made unknown (that patient is left out)."""
+    directory = tmp_path_factory.mktemp("cohorts")
+    before = directory / "before" / "cohort.nt"
+    before.parent.mkdir()
+    generate_file(before, patients=40, seed=SEED, as_of=FIRST)
+    triples = list(ox.parse(path=str(before), format=ox.RdfFormat.N_TRIPLES))
+    patients = sorted({t.subject.value for t in triples if t.predicate.value == RDF_TYPE and t.object.value == B12 + "Patient"})
+    with_b12 = [p for p in patients if any(t.subject.value == p + "-b12-1" for t in triples)]
+    removed, changed, broken = patients[3], with_b12[4], with_b12[6]
+    assert len({removed, changed, broken}) == 3
+
+    def keep(t: ox.Triple) -> bool:
+        s = t.subject.value
+        gone = s == removed or s.startswith(removed + "-") or s == changed + "-b12-1"
+        return not gone and t.object != ox.NamedNode(changed + "-b12-1")
+
+    def edit(t: ox.Triple) -> ox.Triple:
+        if t.subject.value == broken + "-b12-1" and t.predicate.value == B12 + "unit":
+            return ox.Triple(t.subject, t.predicate, ox.Literal("furlongs"))
+        return t
+
+    after = directory / "after" / "cohort.nt"  # same file name: the same dataset graph, replaced
+    after.parent.mkdir()
+    after.write_bytes(ox.serialize([edit(t) for t in triples if keep(t)], format=ox.RdfFormat.N_TRIPLES))
+    return {"before": before, "after": after, "removed": removed, "changed": changed, "broken": broken,
+            "patients": patients}
+
+
+def _graph(store, graph: str = GRAPH_DERIVED) -> set[tuple]:
+    rows = store.construct("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(graph)})
+    return {(t.subject, t.predicate, t.object) for t in rows}
+
+
+@pytest.fixture(scope="module")
+def reference(cohorts, tmp_path_factory) -> dict[str, set]:
+    """The embedded store's derived graphs: ``before`` at FIRST, ``after`` at SECOND."""
+    out = {}
+    for name, day in (("before", FIRST), ("after", SECOND)):
+        store = EmbeddedStore(tmp_path_factory.mktemp(f"reference-{name}") / "store")
+        cohort.load(store, [cohorts[name]])
+        cohort.derive(store, as_of=day, shacl=False, workers=1)
+        out[name] = _graph(store)
+        store.close()
+    return out
+
+
+@pytest.fixture(scope="module", params=["oxigraph", "virtuoso"])
+def server(request, tmp_path_factory) -> Iterator[RemoteStore]:
+    with open_backend(request.param, tmp_path_factory.mktemp(request.param)) as store:
+        yield store
+
+
+@pytest.fixture
+def remote(server) -> RemoteStore:
+    """The server with no b12kg graph in it."""
+    for graph in server.graphs():
+        if graph.startswith("urn:b12kg:"):
+            server.update(f"DROP SILENT GRAPH <{graph}>")
+    return server
+
+
+def _derive(store, day: date, replace: str = "batches") -> cohort.DeriveResult:
+    return cohort.derive(store, as_of=day, shacl=False, workers=1, batch_size=BATCH, replace=replace)
+
+
+def _owned(derived: set[tuple], patient: str) -> set[tuple]:
+    """The derived triples one patient owns (queries/cohort/delete-derived.ru): its own, those of the
+    nodes derived for it, those about the facts its derivation used."""
+    p = ox.NamedNode(patient)
+    nodes = {s for s, pred, o in derived if pred.value == B12 + "forPatient" and o == p}
+    facts = {o for s, pred, o in derived if s in nodes and pred.value == PROV + "used" and o != p}
+    return {t for t in derived if t[0] == p or t[0] in nodes or t[0] in facts}
+
+
+# -------------------------------------------------------------------------------------- the tests
+def test_batches_give_the_embedded_derived_graph(remote, cohorts, reference):
+    cohort.load(remote, [cohorts["before"]])
+    result = _derive(remote, FIRST)
+    derived = _graph(remote)
+    assert len(derived) > 1000 and derived == reference["before"]
+    assert result.triples == len(derived) and result.problems == []
+
+
+def test_batches_over_changed_data_leave_nothing_of_the_earlier_run(remote, cohorts, reference):
+    """Deriving again after a new load at a later date: the result is exactly the embedded store's for the
+    new data, although the derived graph held a full earlier run (and an orphan) when it started."""
+    cohort.load(remote, [cohorts["before"]])
+    _derive(remote, FIRST, replace="atomic")
+    assert _graph(remote) == reference["before"]
+    orphan = ("urn:example:engine-of-an-older-version", RDF_TYPE, PROV + "SoftwareAgent")
+    remote.update(f"INSERT DATA {{ GRAPH <{GRAPH_DERIVED}> {{ <{orphan[0]}> <{orphan[1]}> <{orphan[2]}> }} }}")
+    cohort.load(remote, [cohorts["after"]])
+    result = _derive(remote, SECOND)
+    derived = _graph(remote)
+    assert derived == reference["after"]
+    assert [cohorts["broken"] in problem for problem in result.problems] == [True]
+    for gone in (cohorts["removed"], cohorts["broken"]):
+        assert _owned(reference["before"], gone) and not _owned(derived, gone)
+    assert not any(ox.NamedNode(cohorts["changed"] + "-b12-1") in (s, o) for s, _, o in derived)
+
+
+def test_a_stopped_batch_run_leaves_each_patient_whole(remote, cohorts, reference, monkeypatch):
+    """The server refuses the third batch's request while the new data is derived: the first two batches'
+    patients have exactly their new results (the changed patient without its removed fact, the broken
+    one with none), every other patient exactly its earlier ones, and nothing else is in the graph."""
+    cohort.load(remote, [cohorts["before"]])
+    _derive(remote, FIRST, replace="atomic")
+    cohort.load(remote, [cohorts["after"]])
+    calls = []
+    replace = RemoteStore._replace_patients
+
+    def refuse_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise StoreError(f"{self.update_endpoint}: update failed: refused for the test")
+        return replace(self, *args)
+
+    monkeypatch.setattr(RemoteStore, "_replace_patients", refuse_third)
+    with pytest.raises(StoreError, match="refused for the test"):
+        _derive(remote, SECOND)
+    derived = _graph(remote)
+    replaced = [r["patient"].value for r in remote.select(KnowledgeBase().query("cohort/patients"))][: 2 * BATCH]
+    assert {cohorts["changed"], cohorts["broken"]} <= set(replaced)
+    for patient in cohorts["patients"]:
+        expected = reference["after"] if patient in replaced else reference["before"]
+        assert _owned(derived, patient) == _owned(expected, patient), patient
+    assert derived <= reference["before"] | reference["after"]
+
+
+def test_batches_are_refused_on_the_embedded_store(tmp_path, cohorts):
+    store = EmbeddedStore(tmp_path / "store")
+    cohort.load(store, [cohorts["before"]])
+    with pytest.raises(InputError, match="remote stores"):
+        cohort.derive(store, as_of=FIRST, replace="batches")
+    with pytest.raises(InputError, match="atomic or batches"):
+        cohort.derive(store, as_of=FIRST, replace="sometimes")
+    store.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--store", "STORE", "--replace", "batches"], "--replace batches is for remote stores"),
+    (["--store", "STORE", "--replace", "sometimes"], "--replace: 'sometimes' is not one of atomic, batches"),
+])
+def test_cli_refuses_a_replace_it_cannot_do(tmp_path, args, message):
+    args = [str(tmp_path / "store") if a == "STORE" else a for a in args]
+    result = subprocess.run([sys.executable, "-m", "b12kg.cli", "derive", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == ExitCode.USAGE
+    assert result.stderr.startswith("error: ") and message in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "store").exists()
