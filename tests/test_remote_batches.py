@@ -5,7 +5,8 @@ What it must keep from the atomic path: the derived graph equals the embedded st
 cohort, and nothing of an earlier run is left — not the results of a patient removed from the datasets,
 not those of a patient whose new data is invalid, not facts a patient's new derivation no longer uses,
 not a subject nothing points at. What it gives up, and how far: a run that stops leaves each patient
-with either all of its earlier results or all of its new ones, never a mix.
+with either all of its earlier results or all of its new ones, never a mix. And a remote ``load``
+deletes the derived results of the patients of the datasets it replaces.
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ def _graph(store, graph: str = GRAPH_DERIVED) -> set[tuple]:
 
 @pytest.fixture(scope="module")
 def reference(cohorts, tmp_path_factory) -> dict[str, set]:
-    """The embedded store's derived graphs: ``before`` at FIRST, ``after`` at SECOND."""
+    """The embedded store's derived graphs: ``before`` at FIRST and at SECOND, ``after`` at SECOND."""
     out = {}
-    for name, day in (("before", FIRST), ("after", SECOND)):
-        store = EmbeddedStore(tmp_path_factory.mktemp(f"reference-{name}") / "store")
+    for key, name, day in (("before", "before", FIRST), ("before, later", "before", SECOND), ("after", "after", SECOND)):
+        store = EmbeddedStore(tmp_path_factory.mktemp("reference") / "store")
         cohort.load(store, [cohorts[name]])
         cohort.derive(store, as_of=day, shacl=False, workers=1)
-        out[name] = _graph(store)
+        out[key] = _graph(store)
         store.close()
     return out
 
@@ -140,12 +141,10 @@ def test_batches_over_changed_data_leave_nothing_of_the_earlier_run(remote, coho
 
 
 def test_a_stopped_batch_run_leaves_each_patient_whole(remote, cohorts, reference, monkeypatch):
-    """The server refuses the third batch's request while the new data is derived: the first two batches'
-    patients have exactly their new results (the changed patient without its removed fact, the broken
-    one with none), every other patient exactly its earlier ones, and nothing else is in the graph."""
+    """Deriving again at a later date, the server refuses the third batch's request: the first two
+    batches' patients have exactly their new results, every other patient exactly its earlier ones."""
     cohort.load(remote, [cohorts["before"]])
     _derive(remote, FIRST, replace="atomic")
-    cohort.load(remote, [cohorts["after"]])
     calls = []
     replace = RemoteStore._replace_patients
 
@@ -160,11 +159,46 @@ def test_a_stopped_batch_run_leaves_each_patient_whole(remote, cohorts, referenc
         _derive(remote, SECOND)
     derived = _graph(remote)
     replaced = [r["patient"].value for r in remote.select(KnowledgeBase().query("cohort/patients"))][: 2 * BATCH]
-    assert {cohorts["changed"], cohorts["broken"]} <= set(replaced)
     for patient in cohorts["patients"]:
-        expected = reference["after"] if patient in replaced else reference["before"]
+        expected = reference["before, later"] if patient in replaced else reference["before"]
         assert _owned(derived, patient) == _owned(expected, patient), patient
-    assert derived <= reference["before"] | reference["after"]
+    assert _owned(reference["before, later"], replaced[0]) != _owned(reference["before"], replaced[0])
+    assert derived <= reference["before"] | reference["before, later"]
+
+
+def _part(source: Path, patients: list[str], target: Path) -> Path:
+    """The triples of ``patients`` (and of their facts) from ``source``, written to ``target``."""
+    def mine(t: ox.Triple) -> bool:
+        return any(t.subject.value == p or t.subject.value.startswith(p + "-") for p in patients)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    triples = ox.parse(path=str(source), format=ox.RdfFormat.N_TRIPLES)
+    target.write_bytes(ox.serialize([t for t in triples if mine(t)], format=ox.RdfFormat.N_TRIPLES))
+    return target
+
+
+def test_a_remote_load_deletes_the_derived_results_of_its_patients(remote, cohorts, reference, tmp_path):
+    """Two datasets, derived; dataset ``one`` is loaded again with changed data (through the command
+    line): the derived results of its patients, before and after, are gone, dataset ``two``'s stay."""
+    first, second = cohorts["patients"][:20], cohorts["patients"][20:]
+    one = _part(cohorts["before"], first, tmp_path / "before" / "one.nt")
+    two = _part(cohorts["before"], second, tmp_path / "before" / "two.nt")
+    cohort.load(remote, [one, two])
+    _derive(remote, FIRST, replace="atomic")
+    assert _graph(remote) == reference["before"]
+    new_one = _part(cohorts["after"], first, tmp_path / "after" / "one.nt")
+    result = subprocess.run([sys.executable, "-m", "b12kg.cli", "load", str(new_one), "--endpoint", remote.endpoint,
+                             "--update-endpoint", remote.update_endpoint], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "note: the derived results of the loaded datasets' patients were deleted" in result.stderr
+    derived = _graph(remote)
+    for patient in first:
+        assert _owned(reference["before"], patient) and not _owned(derived, patient), patient
+    for patient in second:
+        assert _owned(derived, patient) == _owned(reference["before"], patient), patient
+    assert not any(o.value in first for _, p, o in derived if p.value == B12 + "forPatient")
+    facts = {p + "-" for p in first}  # nothing derived about their facts (normalised values) is left either
+    assert not any(s.value.startswith(tuple(facts)) for s, _, _ in derived)
 
 
 def test_batches_are_refused_on_the_embedded_store(tmp_path, cohorts):

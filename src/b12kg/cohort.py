@@ -3,8 +3,9 @@
 ``derive`` reads the patients from the store in batches, evaluates each batch with exactly the
 pipeline ``recommend`` uses (validate, normalise, classify, derive, schedule) in an in-memory
 workspace, and writes one derived graph back, replacing the old one atomically: re-running never
-duplicates, and a run that stops half-way leaves the previous derived graph in place. Batches keep
-the cost linear in the cohort; the same code serves the embedded store and remote endpoints, so
+duplicates, and a run that stops half-way leaves the previous derived graph in place (on a remote
+store, ``replace="batches"`` replaces it patient by patient instead). Batches keep the cost linear in
+the cohort; the same code serves the embedded store and remote endpoints, so
 their derived graphs are identical by construction (and the tests check it on real servers).
 """
 
@@ -30,6 +31,7 @@ from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
+from b12kg.sparql import bind
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, RemoteStore, Store, dataset_graph
 from b12kg.validate import validate_shapes, validate_values
 
@@ -52,7 +54,11 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
 
     On the embedded store all the files go into one new generation, which replaces the previous
     one only when every file loaded: a syntax error changes nothing. The new generation has no
-    derived graph (its recommendations came from the replaced data): run ``derive`` again."""
+    derived graph (its recommendations came from the replaced data): run ``derive`` again.
+
+    On a remote store each file is parsed, then the derived results of the patients of its dataset
+    (those there before and those in the file) are deleted, then the dataset graph is replaced:
+    the rest of the derived graph stays."""
     if dataset is not None and len(files) != 1:
         raise InputError("--dataset names one file's dataset; load several files without it")
     graphs = []
@@ -76,11 +82,29 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                 if progress:
                     progress(1)
         return loaded
+    kb = KnowledgeBase()
+    derived = store.has_graph(GRAPH_DERIVED)
     for graph, path in zip(graphs, files):
-        loaded[graph] = store.replace_graph(graph, load_patient(path).triples)
+        triples = load_patient(path).triples
+        if derived:  # first: a reader may see these patients without results, never new data with old results
+            assert isinstance(store, RemoteStore)
+            store.delete_derived(kb.update("cohort/delete-derived"),
+                                 _dataset_patients(kb, store, graph) | _dataset_patients(kb, triples, graph),
+                                 chunk=DEFAULT_BATCH)
+        loaded[graph] = store.replace_graph(graph, triples)
         if progress:
             progress(1)
     return loaded
+
+
+def _dataset_patients(kb: KnowledgeBase, data: Store | list[ox.Triple], graph: str) -> set[str]:
+    """The patients of a dataset graph in a store, or of triples about to become that graph."""
+    text, bindings = kb.query("cohort/dataset-patients"), {"dataset": ox.NamedNode(graph)}
+    if isinstance(data, Store):
+        return {r["patient"].value for r in data.select(text, bindings)}
+    memory = ox.Store()
+    memory.extend(ox.Quad(t.subject, t.predicate, t.object, ox.NamedNode(graph)) for t in data)
+    return {s["patient"].value for s in memory.query(bind(text, bindings))}
 
 
 # ---------------------------------------------------------------------------------------- derive

@@ -28,7 +28,8 @@ generations HEAD does not name unless a reader holds them (``b12kg serve`` holds
 it stops, so it keeps serving what was current when it started).
 
 **Remote stores** replace a graph by filling a scratch graph and one SPARQL 1.1 ``MOVE`` (a single
-update request).
+update request). ``derive --replace batches`` replaces the derived graph patient by patient instead
+(:meth:`RemoteStore.replace_derived_by_batch`), for cohorts one server transaction cannot hold.
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ class Store(ABC):
         self.replace_graph(GRAPH_ONTOLOGY, ontology)
         return self.replace_graph(
             GRAPH_DERIVED, (t for chunk in chunks for t in ox.parse(chunk, format=ox.RdfFormat.N_TRIPLES)))
+
+    def has_graph(self, graph: str) -> bool:
+        rows = self.select("SELECT ?s WHERE { GRAPH ?g { ?s ?p ?o } } LIMIT 1", {"g": ox.NamedNode(graph)})
+        return bool(rows)
 
     def graphs(self) -> list[str]:
         rows = self.select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
@@ -717,14 +722,19 @@ class RemoteStore(Store):
             self._replace_patients(delete, [ox.NamedNode(p) for p in patients],
                                    ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         rows = self.select(orphans)
-        gone = sorted({r["patient"].value for r in rows if "patient" in r})
+        self.delete_derived(delete, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
         stale = sorted({r["orphan"].value for r in rows if "orphan" in r})
-        for i in range(0, len(gone), chunk):
-            self._replace_patients(delete, [ox.NamedNode(p) for p in gone[i : i + chunk]], [])
         for i in range(0, len(stale), chunk):
             self.update(bind(delete_subjects, {"orphan": [ox.NamedNode(s) for s in stale[i : i + chunk]]}))
         rows = self.select("SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(GRAPH_DERIVED)})
         return int(rows[0]["n"].value)
+
+    def delete_derived(self, delete: str, patients: Iterable[str], *, chunk: int) -> None:
+        """Delete what the derived graph holds for ``patients`` (``delete`` bound to ``chunk`` of them
+        per request)."""
+        ordered = sorted(set(patients))
+        for i in range(0, len(ordered), chunk):
+            self._replace_patients(delete, [ox.NamedNode(p) for p in ordered[i : i + chunk]], [])
 
     def _replace_patients(self, delete: str, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
         """One update request: ``delete`` bound to ``patients``, then an insert of ``triples`` into the

@@ -68,24 +68,32 @@ def load_command(
 ) -> None:
     """Load patient datasets into a store; loading a dataset again replaces it.
 
-    On the embedded store (--store) the load also clears the derived graph: run b12kg derive again."""
+    It also clears derived results, which came from the data before the load: on the embedded store
+    (--store) the whole derived graph, on a remote store (--endpoint) the results of the patients of
+    the loaded datasets. Run b12kg derive again."""
     from b12kg import cohort
 
     from b12kg.store import GRAPH_DERIVED, EmbeddedStore
 
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
-        # on the embedded store a load makes a new generation without the derived graph
-        cleared = isinstance(s, EmbeddedStore) and s.has_graph(GRAPH_DERIVED)
+        # embedded: a load makes a new generation without the derived graph; remote: it deletes the
+        # derived results of the loaded datasets' patients
+        cleared = s.has_graph(GRAPH_DERIVED)
+        embedded = isinstance(s, EmbeddedStore)
         with _progress("loading", len(files)) as advance:
             loaded = cohort.load(s, files, dataset=dataset, progress=advance)
     finally:
         s.close()
     for graph in loaded:
         typer.echo(f"loaded {graph}", err=True)
-    if cleared:
+    if cleared and embedded:
         typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
                    f"data before this load; run b12kg derive --store {store} to derive them again", err=True)
+    elif cleared:
+        typer.echo(f"note: the derived results of the loaded datasets' patients were deleted from {GRAPH_DERIVED}: "
+                   f"they came from the data before this load; run b12kg derive --endpoint {endpoint} to derive "
+                   f"them again", err=True)
 
 
 def derive_command(
