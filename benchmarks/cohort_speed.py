@@ -4,6 +4,7 @@ and one patient from a cold start. Prints a markdown table (medians of --runs ru
     python benchmarks/cohort_speed.py                      # 1k and 10k, 3 runs each
     python benchmarks/cohort_speed.py --sizes 1000 10000 100000 --runs 1
     python benchmarks/cohort_speed.py --sizes 1000000 --runs 1 --only-embedded   # the embedded rows alone
+    python benchmarks/cohort_speed.py --only-remote --remote-size 100000 --remote-datasets 10   # the remote row alone
 
 Each measurement runs in a fresh Python process, so its peak RSS is its own. Targets (issue): 100k
 patients load + derive ≤ 30 s and ≤ 3 GB; 1M ≤ 6 min; ≥ 100× faster than owlready2 + HermiT;
@@ -85,27 +86,57 @@ if __name__ == "__main__":  # derive starts worker processes (spawn), which impo
 """ % AS_OF
 
 REMOTE = """
-import json, subprocess, sys, time, urllib.request
+import json, os, subprocess, sys, threading, time
 from datetime import date
 from pathlib import Path
 from b12kg import cohort
 from b12kg.serve import free_port, oxigraph_binary, wait_for
 from b12kg.store import RemoteStore
 cohort_file, db, batch, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+replace, datasets = sys.argv[5], int(sys.argv[6])
+PATIENT = b"> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <https://w3id.org/b12kg/ontology#Patient> ."
+def split(path, parts, folder):
+    # the cohort as `parts` dataset files of consecutive patients (synth writes a patient's triples together)
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    starts = [i for i, line in enumerate(lines) if line.rstrip().endswith(PATIENT)]
+    size = -(-len(starts) // parts)
+    bounds = [starts[i] for i in range(0, len(starts), size)] + [len(lines)]
+    files = []
+    for k in range(len(bounds) - 1):
+        files.append(Path(folder) / f"part-{k + 1:02d}.nt")
+        files[-1].write_bytes(b"".join(lines[bounds[k]:bounds[k + 1]]))
+    return files
+def server_rss(pid, stop, peak):
+    page = os.sysconf("SC_PAGE_SIZE")
+    while not stop.is_set():
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
+        except OSError:
+            pass
+        stop.wait(0.5)
 if __name__ == "__main__":
+    files = [Path(cohort_file)]
+    if datasets > 1:
+        os.makedirs(db + "-parts"); files = split(cohort_file, datasets, db + "-parts")
     port = free_port()
     server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop, peak = threading.Event(), [0]
+    threading.Thread(target=server_rss, args=(server.pid, stop, peak), daemon=True).start()
     try:
         wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
         store = RemoteStore(f"http://127.0.0.1:{port}/query", update_endpoint=f"http://127.0.0.1:{port}/update")
-        t0 = time.perf_counter(); cohort.load(store, [Path(cohort_file)]); t1 = time.perf_counter()
-        r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, shacl=False, workers=workers)
+        t0 = time.perf_counter(); cohort.load(store, files); t1 = time.perf_counter()
+        r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, shacl=False, workers=workers,
+                          replace=replace)
         t2 = time.perf_counter()
     finally:
-        server.terminate(); server.wait()
+        stop.set(); server.terminate(); server.wait()
     import resource
     print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
+                      "triples": r.triples, "server_rss_mb": peak[0] / 2**20,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """ % AS_OF
 
@@ -211,13 +242,13 @@ def measure(label: str, code: str, n: int, work: Path, runs: int, *extra: str, f
         rss.append(peak)
         last = result
         floor_s = floor_s or result.get("floor")
-        for leftover in (db, Path(f"{db}-floor"), Path(f"{db}-derived.nt")):
+        for leftover in (db, Path(f"{db}-floor"), Path(f"{db}-derived.nt"), Path(f"{db}-parts")):
             shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     wall = statistics.median(walls)
     print(f"{label}: {n} patients, {wall:.1f} s median, {n / wall:.1f} patients/s", file=sys.stderr, flush=True)
     return {"stack": label, "patients": n, "wall_s": wall, "patients_per_s": n / wall, "rss_mb": max(rss),
             "load_s": last["load"], "derive_s": last["derive"], "problems": last["problems"], "measured": True,
-            "floor_s": floor_s, "triples": last.get("triples"),
+            "floor_s": floor_s, "triples": last.get("triples"), "server_rss_mb": last.get("server_rss_mb"),
             **({"agrees": last["agrees"]} if "agrees" in last else {})}
 
 
@@ -240,6 +271,12 @@ def main() -> None:
     parser.add_argument("--rdflib-sample", type=int, default=2,
                         help="patients for the rdflib + owlrl row (owlrl takes minutes per batch)")
     parser.add_argument("--remote-size", type=int, default=1000)
+    parser.add_argument("--remote-replace", choices=["atomic", "batches"], default="batches",
+                        help="how derive replaces the derived graph on the server (default: batches)")
+    parser.add_argument("--remote-datasets", type=int, default=1,
+                        help="load the remote cohort as this many datasets of consecutive patients")
+    parser.add_argument("--only-remote", action="store_true",
+                        help="only the remote row (and the cold start)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--targets", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -250,10 +287,13 @@ def main() -> None:
     rows = []
     batch, workers = str(args.batch), str(args.workers)
     try:
-        for n in args.sizes:
-            rows.append(measure("embedded (rules, no SHACL)", EMBEDDED, n, work, args.runs, batch, "rules", "0",
-                                workers, floor=n == args.sizes[-1] and not args.only_embedded))
-        if not args.only_embedded:
+        if args.only_remote:
+            rows.append(remote(args, work, batch, workers))
+        else:
+            for n in args.sizes:
+                rows.append(measure("embedded (rules, no SHACL)", EMBEDDED, n, work, args.runs, batch, "rules", "0",
+                                    workers, floor=n == args.sizes[-1] and not args.only_embedded))
+        if not args.only_embedded and not args.only_remote:
             others(rows, args, work, batch, workers)
         cold = cold_start(max(args.runs, 5))
     finally:
@@ -270,18 +310,25 @@ def others(rows: list[dict], args: argparse.Namespace, work: Path, batch: str, w
     if args.rdflib_sample:
         rows.append(measure("rdflib + owlrl + rdflib SPARQL (batches of 2)", RDFLIB, args.rdflib_sample, work, 1,
                             str(args.rdflib_sample), "2"))
-    rows.append(measure("remote Oxigraph server (rules)", REMOTE, args.remote_size, work, 1, batch, workers))
+    rows.append(remote(args, work, batch, workers))
+
+
+def remote(args: argparse.Namespace, work: Path, batch: str, workers: str) -> dict:
+    """The remote row: load + derive through an Oxigraph server started for it (one run)."""
+    datasets = f", {args.remote_datasets} datasets" if args.remote_datasets > 1 else ""
+    return measure(f"remote Oxigraph server (rules, --replace {args.remote_replace}{datasets})", REMOTE,
+                   args.remote_size, work, 1, batch, workers, args.remote_replace, str(args.remote_datasets))
 
 
 def report(rows: list[dict], args: argparse.Namespace, cold: float) -> None:
     embedded = [r for r in rows if r["stack"].startswith("embedded (rules, no")]
-    largest = embedded[-1]
-    rate = largest["patients_per_s"]
+    largest = embedded[-1] if embedded else {}
+    rate = largest.get("patients_per_s")
     if largest.get("floor_s"):
         rows.append({"stack": "storage floor: bulk-load the same input + derived triples, no derivation",
                      "patients": largest["patients"], "wall_s": largest["floor_s"],
                      "patients_per_s": largest["patients"] / largest["floor_s"], "rss_mb": None, "measured": True})
-    for n in args.targets:
+    for n in args.targets if embedded else []:
         if n not in args.sizes:
             rows.append({"stack": "embedded (rules, no SHACL)", "patients": n, "wall_s": n / rate,
                          "patients_per_s": rate, "rss_mb": None, "measured": False})
@@ -300,12 +347,15 @@ def report(rows: list[dict], args: argparse.Namespace, cold: float) -> None:
             note += "; same recommendations as the rules engine" if r["agrees"] else "; DIFFERENT recommendations"
         if r.get("triples"):
             note += f"; {r['triples'] / r['patients']:.0f} derived triples/patient"
+        if r.get("server_rss_mb"):
+            note += (f"; load {r['load_s']:.1f} s + derive {r['derive_s']:.1f} s; "
+                     f"server peak RSS {r['server_rss_mb']:.0f} MB (not in the RSS column)")
         rss = f"{r['rss_mb']:.0f}" if r["rss_mb"] else "–"
         print(f"| {r['stack']} | {r['patients']:,} | {r['wall_s']:.1f} | {r['patients_per_s']:.1f} | {rss} | {note} |")
     print()
-    if hermit:
+    if hermit and rate:
         print(f"rules engine vs owlready2 + HermiT (batched): {rate / hermit['patients_per_s']:.0f}× faster (target ≥ 100×)")
-    if rdflib_row:
+    if rdflib_row and rate:
         print(f"rules engine vs rdflib + owlrl + rdflib SPARQL: {rate / rdflib_row['patients_per_s']:.0f}× faster")
     print(f"one patient, cold start (b12kg recommend, process start to output): {cold:.2f} s median (target ≤ 1.5 s)")
     if len(embedded) >= 2:
