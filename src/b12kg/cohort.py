@@ -83,13 +83,12 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                     progress(1)
         return loaded
     kb = KnowledgeBase()
-    derived = store.has_graph(GRAPH_DERIVED)
+    delete = kb.update("cohort/delete-derived") if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
         triples = load_patient(path).triples
-        if derived:  # first: a reader may see these patients without results, never new data with old results
+        if delete:  # first: a reader may see these patients without results, never new data with old results
             assert isinstance(store, RemoteStore)
-            store.delete_derived(kb.update("cohort/delete-derived"),
-                                 _dataset_patients(kb, store, graph) | _dataset_patients(kb, triples, graph),
+            store.delete_derived(delete, _dataset_patients(kb, store, graph) | _dataset_patients(kb, triples, graph),
                                  chunk=DEFAULT_BATCH)
         loaded[graph] = store.replace_graph(graph, triples)
         if progress:

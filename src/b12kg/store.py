@@ -738,7 +738,8 @@ class RemoteStore(Store):
 
     def _replace_patients(self, delete: str, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
         """One update request: ``delete`` bound to ``patients``, then an insert of ``triples`` into the
-        derived graph (a SPARQL 1.1 Update request is applied as one unit)."""
+        derived graph. SPARQL 1.1 Update asks a store to apply each request atomically; an Oxigraph
+        server runs it as one transaction."""
         if not patients:
             return
         plain, with_blanks = [], []
