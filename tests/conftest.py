@@ -47,6 +47,15 @@ def require_binary(name: str, install_hint: str) -> None:
         pytest.skip(message, allow_module_level=True)
 
 
+def cli(*args: str, cwd: Path | None = None):
+    """``b12kg ARGS`` in a fresh interpreter; its exit code, stdout and stderr (a subprocess.CompletedProcess)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "b12kg.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
 def run_killed_before_head(store: Path, *args: str, partial_head: bytes | None = None):
     """Run ``b12kg ARGS --store STORE`` in a subprocess that SIGKILLs itself where it would switch
     HEAD: the new generation is complete on disk, HEAD still names the old one. With

@@ -8,8 +8,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -21,16 +19,12 @@ from b12kg import cohort
 from b12kg.errors import ExitCode, InputError
 from b12kg.serve import Endpoint
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, StoreBusy, StoreError
-from conftest import EXAMPLES, SEED_AS_OF, run_killed_before_head
+from conftest import EXAMPLES, SEED_AS_OF, cli, run_killed_before_head
 
 SEED = EXAMPLES / "seed-case.ttl"
 CKD = EXAMPLES / "ckd-diagnosis.ttl"
 RECS = "SELECT (COUNT(?r) AS ?n) WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> }"
 ALL_DERIVED = "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH <urn:b12kg:graph:derived> { ?s ?p ?o } }"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "b12kg.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def head(db: Path) -> dict:

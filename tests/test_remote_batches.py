@@ -11,8 +11,6 @@ deletes the derived results of the patients of the datasets it replaces.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -25,6 +23,7 @@ from b12kg.errors import ExitCode, InputError
 from b12kg.kb import KnowledgeBase
 from b12kg.store import GRAPH_DERIVED, EmbeddedStore, RemoteStore, StoreError
 from b12kg.synth import generate_file
+from conftest import cli
 from servers import open_backend
 
 B12 = "https://w3id.org/b12kg/ontology#"
@@ -104,10 +103,6 @@ def _derive(store, day: date, replace: str = "batches") -> cohort.DeriveResult:
     return cohort.derive(store, as_of=day, shacl=False, workers=1, batch_size=BATCH, replace=replace)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "b12kg.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 def _owned(derived: set[tuple], patient: str) -> set[tuple]:
     """The derived triples one patient owns (queries/cohort/delete-derived.ru): its own, those of the
     nodes derived for it, those about the facts its derivation used."""
@@ -135,7 +130,7 @@ def test_batches_over_changed_data_leave_nothing_of_the_earlier_run(remote, coho
     orphan = ("urn:example:engine-of-an-older-version", RDF_TYPE, PROV + "SoftwareAgent")
     remote.update(f"INSERT DATA {{ GRAPH <{GRAPH_DERIVED}> {{ <{orphan[0]}> <{orphan[1]}> <{orphan[2]}> }} }}")
     cohort.load(remote, [cohorts["after"]])
-    result = _cli("derive", "--endpoint", remote.endpoint, "--update-endpoint", remote.update_endpoint,
+    result = cli("derive", "--endpoint", remote.endpoint, "--update-endpoint", remote.update_endpoint,
                   "--replace", "batches", "--as-of", SECOND.isoformat(), "--no-shacl", "--batch-size", str(BATCH),
                   "--workers", "1")
     derived = _graph(remote)
@@ -194,7 +189,7 @@ def test_a_remote_load_deletes_the_derived_results_of_its_patients(remote, cohor
     _derive(remote, FIRST, replace="atomic")
     assert _graph(remote) == reference["before"]
     new_one = _part(cohorts["after"], first, tmp_path / "after" / "one.nt")
-    result = _cli("load", str(new_one), "--endpoint", remote.endpoint, "--update-endpoint", remote.update_endpoint)
+    result = cli("load", str(new_one), "--endpoint", remote.endpoint, "--update-endpoint", remote.update_endpoint)
     assert result.returncode == 0, result.stderr
     assert "note: the derived results of the loaded datasets' patients were deleted" in result.stderr
     derived = _graph(remote)
@@ -222,7 +217,7 @@ def test_batches_are_refused_on_the_embedded_store(tmp_path, cohorts):
     (["--store", "STORE", "--replace", "sometimes"], "--replace: 'sometimes' is not one of atomic, batches"),
 ])
 def test_cli_refuses_a_replace_it_cannot_do(tmp_path, args, message):
-    result = _cli("derive", *[str(tmp_path / "store") if a == "STORE" else a for a in args])
+    result = cli("derive", *[str(tmp_path / "store") if a == "STORE" else a for a in args])
     assert result.returncode == ExitCode.USAGE
     assert result.stderr.startswith("error: ") and message in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "store").exists()

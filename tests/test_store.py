@@ -22,7 +22,7 @@ from b12kg.report import reports
 from b12kg.serve import Endpoint
 from b12kg.store import GRAPH_DERIVED, EmbeddedStore
 from b12kg.synth import generate
-from conftest import EXAMPLES, SEED_AS_OF
+from conftest import EXAMPLES, SEED_AS_OF, cli
 
 B12 = "https://w3id.org/b12kg/ontology#"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.ttl"))
@@ -32,11 +32,6 @@ SELECT ?patient ?source ?status WHERE {
   GRAPH <urn:b12kg:graph:derived> { ?rec a b12:Recommendation ; b12:forPatient ?patient ;
        b12:instantiates ?source ; b12:recommendationStatus ?status }
 }"""
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "b12kg.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
