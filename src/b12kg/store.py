@@ -723,18 +723,17 @@ class RemoteStore(Store):
                                    ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         rows = self.select(orphans)
         self.delete_derived(delete, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
-        stale = sorted({r["orphan"].value for r in rows if "orphan" in r})
-        for i in range(0, len(stale), chunk):
-            self.update(bind(delete_subjects, {"orphan": [ox.NamedNode(s) for s in stale[i : i + chunk]]}))
+        self.delete_derived(delete_subjects, [r["orphan"].value for r in rows if "orphan" in r], chunk=chunk,
+                            variable="orphan")
         rows = self.select("SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(GRAPH_DERIVED)})
         return int(rows[0]["n"].value)
 
-    def delete_derived(self, delete: str, patients: Iterable[str], *, chunk: int) -> None:
-        """Delete what the derived graph holds for ``patients`` (``delete`` bound to ``chunk`` of them
-        per request)."""
-        ordered = sorted(set(patients))
+    def delete_derived(self, delete: str, iris: Iterable[str], *, chunk: int, variable: str = "patient") -> None:
+        """Run the update ``delete`` with ``?variable`` bound to ``chunk`` of ``iris`` per request: what
+        the derived graph holds for those patients (or, with another update, those subjects)."""
+        ordered = sorted(set(iris))
         for i in range(0, len(ordered), chunk):
-            self._replace_patients(delete, [ox.NamedNode(p) for p in ordered[i : i + chunk]], [])
+            self.update(bind(delete, {variable: [ox.NamedNode(iri) for iri in ordered[i : i + chunk]]}))
 
     def _replace_patients(self, delete: str, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
         """One update request: ``delete`` bound to ``patients``, then an insert of ``triples`` into the
