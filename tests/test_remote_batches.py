@@ -202,6 +202,27 @@ def test_a_remote_load_deletes_the_derived_results_of_its_patients(remote, cohor
     assert not any(s.value.startswith(tuple(facts)) for s, _, _ in derived)
 
 
+def test_a_remote_load_with_a_bad_file_changes_nothing(remote, cohorts, reference, tmp_path):
+    """A load of two files whose second has a syntax error: one line naming the file, line and column,
+    exit 3, and the store as it was: the first file's dataset not replaced, no derived result deleted."""
+    first = cohorts["patients"][:20]
+    one = _part(cohorts["before"], first, tmp_path / "before" / "one.nt")
+    cohort.load(remote, [one])
+    _derive(remote, FIRST, replace="atomic")
+    dataset, derived = _graph(remote, "urn:b12kg:dataset:one"), _graph(remote)
+    assert dataset and derived
+    new_one = _part(cohorts["after"], first, tmp_path / "after" / "one.nt")
+    bad = tmp_path / "after" / "two.ttl"
+    bad.write_text("@prefix b12: <https://w3id.org/b12kg/ontology#> .\n<urn:x:p> a b12:Patient\n<urn:x:q> a .\n")
+    result = cli("load", str(new_one), str(bad), "--endpoint", remote.endpoint,
+                 "--update-endpoint", remote.update_endpoint)
+    assert result.returncode == ExitCode.INPUT, result.stderr
+    assert result.stderr.startswith(f"error: {bad}:3:") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert _graph(remote, "urn:b12kg:dataset:one") == dataset
+    assert _graph(remote) == derived
+    assert "urn:b12kg:dataset:two" not in remote.graphs()
+
+
 def test_batches_are_refused_on_the_embedded_store(tmp_path, cohorts):
     store = EmbeddedStore(tmp_path / "store")
     cohort.load(store, [cohorts["before"]])

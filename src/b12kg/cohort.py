@@ -56,9 +56,10 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     one only when every file loaded: a syntax error changes nothing. The new generation has no
     derived graph (its recommendations came from the replaced data): run ``derive`` again.
 
-    On a remote store each file is parsed, then the derived results of the patients of its dataset
-    (those there before and those in the file) are deleted, then the dataset graph is replaced:
-    the rest of the derived graph stays."""
+    On a remote store every file is parsed first, so a syntax error in any of them changes nothing;
+    then, file by file, the derived results of the patients of its dataset (those there before and
+    those in the file) are deleted and the dataset graph is replaced: the rest of the derived graph
+    stays. A server that fails part-way leaves the files before the failing one loaded."""
     if dataset is not None and len(files) != 1:
         raise InputError("--dataset names one file's dataset; load several files without it")
     graphs = []
@@ -82,6 +83,8 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                 if progress:
                     progress(1)
         return loaded
+    for path in files:  # a remote store has no transaction across requests: read every file first, so
+        load_patient(path)  # a syntax error in any of them changes nothing (each is read again to load it)
     kb = KnowledgeBase()
     delete = kb.update("cohort/delete-derived") if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
