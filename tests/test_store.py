@@ -20,7 +20,7 @@ from b12kg.derive import recommend
 from b12kg.errors import ExitCode, InputError
 from b12kg.report import reports
 from b12kg.serve import Endpoint
-from b12kg.store import GRAPH_DERIVED, EmbeddedStore
+from b12kg.store import GRAPH_DERIVED, EmbeddedStore, StoreError
 from b12kg.synth import generate
 from conftest import EXAMPLES, SEED_AS_OF, cli
 
@@ -145,6 +145,72 @@ def test_a_worker_that_dies_is_one_clear_error_and_changes_nothing(loaded, tmp_p
     result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("WorkerError 10 a derive worker process stopped abruptly"), result.stdout + result.stderr
     assert "--workers 1" in result.stdout and "__main__" in result.stdout
+    assert derived_triples(loaded) == before
+
+
+def test_results_evaluated_ahead_keep_their_order_and_their_errors():
+    """derive's workers evaluate ahead of the writer: the writer still gets the results in order, and
+    an error in the evaluation (a worker that died) reaches it after the results before it."""
+    assert list(cohort._ahead(iter(range(200)), depth=3)) == list(range(200))
+
+    def failing():
+        yield from range(5)
+        raise cohort.WorkerError("a derive worker process stopped abruptly")
+
+    got = []
+    with pytest.raises(cohort.WorkerError, match="stopped abruptly"):
+        for item in cohort._ahead(failing(), depth=2):
+            got.append(item)
+    assert got == list(range(5))
+
+
+def test_a_writer_that_stops_stops_the_evaluation_ahead():
+    """When the writer stops early (an error while writing), the evaluation ahead of it stops pulling,
+    is closed (which shuts the worker processes down) and its thread ends."""
+    import threading
+
+    pulled, closed = [], []
+
+    def source():
+        try:
+            for i in range(10_000):
+                pulled.append(i)
+                yield i
+        finally:
+            closed.append(True)
+
+    ahead = cohort._ahead(source(), depth=4)
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()
+    assert closed == [True]
+    assert len(pulled) <= 2 + 4 + 1  # taken, queued, and the one waiting to be queued
+    assert not any(t.name == "b12kg-derive-ahead" for t in threading.enumerate())
+
+
+def test_a_write_error_in_derive_stops_its_workers_and_changes_nothing(loaded, monkeypatch):
+    """The store fails while derive bulk-loads results (the disk is full, say): derive stops with one
+    clear error, its worker processes and the thread feeding them end, and the store keeps its
+    derived graph."""
+    import multiprocessing
+    import threading
+
+    from b12kg import store as store_module
+
+    before = derived_triples(loaded)
+
+    def full(self, graph, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module.GenerationWriter, "add_nt", full)
+    monkeypatch.setattr(store_module, "INGEST_BYTES", 1)  # a bulk load per batch
+    store = EmbeddedStore(loaded)
+    try:
+        with pytest.raises(StoreError, match="cannot write the store: No space left on device"):
+            cohort.derive(store, as_of=SEED_AS_OF, batch_size=2, workers=2, shacl=False)
+    finally:
+        store.close()
+    assert not multiprocessing.active_children()
+    assert not any(t.name == "b12kg-derive-ahead" for t in threading.enumerate())
     assert derived_triples(loaded) == before
 
 
