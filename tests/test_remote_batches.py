@@ -168,6 +168,35 @@ def test_a_stopped_batch_run_leaves_each_patient_whole(remote, cohorts, referenc
     assert derived <= reference["before"] | reference["before, later"]
 
 
+def test_a_batch_split_into_requests_keeps_each_patient_whole(remote, cohorts, reference, monkeypatch):
+    """One batch of all 40 patients, its results over the request budget, so sent as requests of a few
+    whole patients each; the server refuses the third: the patients of the first two requests have
+    exactly their new results, every other patient exactly its earlier ones."""
+    cohort.load(remote, [cohorts["before"]])
+    _derive(remote, FIRST, replace="atomic")
+    groups = []
+    replace = RemoteStore._replace_patients
+
+    def refuse_third(self, delete, patients, triples):
+        groups.append([p.value for p in patients])
+        if len(groups) == 3:
+            raise StoreError(f"{self.update_endpoint}: update failed: refused for the test")
+        return replace(self, delete, patients, triples)
+
+    monkeypatch.setattr(RemoteStore, "_replace_patients", refuse_third)
+    monkeypatch.setattr(remote, "request_bytes", 40_000)  # a patient's results are 10-25 kB
+    with pytest.raises(StoreError, match="refused for the test"):
+        cohort.derive(remote, as_of=SECOND, shacl=False, workers=1, batch_size=len(cohorts["patients"]),
+                      replace="batches")
+    replaced = groups[0] + groups[1]
+    assert 2 <= len(replaced) < len(cohorts["patients"]) // 2
+    derived = _graph(remote)
+    for patient in cohorts["patients"]:
+        expected = reference["before, later"] if patient in replaced else reference["before"]
+        assert _owned(derived, patient) == _owned(expected, patient), patient
+    assert derived <= reference["before"] | reference["before, later"]
+
+
 def _part(source: Path, patients: list[str], target: Path) -> Path:
     """The triples of ``patients`` (and of their facts) from ``source``, written to ``target``."""
     def mine(t: ox.Triple) -> bool:
@@ -200,6 +229,35 @@ def test_a_remote_load_deletes_the_derived_results_of_its_patients(remote, cohor
     assert not any(o.value in first for _, p, o in derived if p.value == B12 + "forPatient")
     facts = {p + "-" for p in first}  # nothing derived about their facts (normalised values) is left either
     assert not any(s.value.startswith(tuple(facts)) for s, _, _ in derived)
+
+
+def test_a_cohort_larger_than_one_request_gives_the_embedded_derived_graph(remote, tmp_path, monkeypatch):
+    """300 patients: about 10,000 input triples (more than one request of the load), 40,000 derived
+    (several requests), a batch's results (100 patients, about 13,500 triples) in one request of
+    ``--replace batches``. Virtuoso 7 refuses an INSERT DATA of about 5,000 triples or more ("SPARQL
+    compiler … memory exhausted"), and a request over 10 MB; the tests above are too small to meet
+    either. Then a batch of all 300 patients split into requests of whole patients under a budget."""
+    path = tmp_path / "cohort.nt"
+    generate_file(path, patients=300, seed=SEED, as_of=FIRST)
+    embedded = EmbeddedStore(tmp_path / "reference")
+    cohort.load(embedded, [path])
+    cohort.derive(embedded, as_of=SECOND, shacl=False, workers=1)
+    expected_later = _graph(embedded)
+    cohort.derive(embedded, as_of=FIRST, shacl=False, workers=1)
+    expected = _graph(embedded)
+    embedded.close()
+    cohort.load(remote, [path])
+    assert cohort.derive(remote, as_of=FIRST, shacl=False, workers=1).problems == []
+    assert _graph(remote) == expected
+    cohort.derive(remote, as_of=FIRST, shacl=False, workers=1, batch_size=100, replace="batches")
+    assert _graph(remote) == expected
+    sent = []
+    update = type(remote).update
+    monkeypatch.setattr(type(remote), "update", lambda self, text: (sent.append(len(text)), update(self, text))[1])
+    monkeypatch.setattr(remote, "request_bytes", 200_000)  # a batch of 300 patients: about 6 MB of results
+    cohort.derive(remote, as_of=SECOND, shacl=False, workers=1, replace="batches")
+    assert _graph(remote) == expected_later
+    assert len(sent) > 20 and max(sent) < 300_000  # the budget, plus the delete with its patients bound
 
 
 def test_a_remote_load_with_a_bad_file_changes_nothing(remote, cohorts, reference, tmp_path):

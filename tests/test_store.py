@@ -473,3 +473,30 @@ def test_a_large_insert_skips_sparqlwrappers_whole_text_scan(monkeypatch):
     text = "INSERT DATA { GRAPH <urn:g> {\n" + "<urn:a> <urn:b> <urn:c> .\n" * 5000 + "} }"
     _set_text(wrapper, text)
     assert wrapper.queryType == "INSERT" and wrapper.isSparqlUpdateRequest()
+
+
+def test_a_refused_request_is_one_line_in_the_servers_own_words():
+    """SPARQLWrapper's message for a refused request is a generic first line with the server's answer
+    further down; the error shows the server's first line instead."""
+    from SPARQLWrapper.SPARQLExceptions import EndPointInternalError, QueryBadFormed
+
+    from b12kg.store import _first_line
+
+    refused = QueryBadFormed(b"Virtuoso 37000 Error SP030: SPARQL compiler, line 4992: memory exhausted\n\n"
+                             b"SPARQL query:\nINSERT DATA { GRAPH <urn:g> {\n<urn:a> <urn:b> <urn:c> .\n} }")
+    assert _first_line(refused) == "QueryBadFormed: Virtuoso 37000 Error SP030: SPARQL compiler, line 4992: memory exhausted"
+    assert _first_line(EndPointInternalError()) == "EndPointInternalError: The endpoint returned the HTTP status code 500."
+    assert _first_line(OSError("connection refused\nmore")) == "connection refused"
+
+
+def test_long_inserts_are_split_into_operations_a_store_can_parse():
+    """An INSERT DATA of many triples is sent as operations of at most INSERT_DATA_TRIPLES triples in one
+    request (Virtuoso 7 refuses one operation of about 5,000); the request still parses and means the same."""
+    from b12kg.store import INSERT_DATA_TRIPLES, _insert_data
+
+    lines = [f"<urn:s{i}> <urn:p> \"{i}\" ." for i in range(2 * INSERT_DATA_TRIPLES + 1)]
+    request = _insert_data("urn:g", lines)
+    assert request.count("INSERT DATA") == 3
+    memory = ox.Store()
+    memory.update(request)
+    assert len(memory) == len(lines)

@@ -360,7 +360,8 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
         assert isinstance(store, RemoteStore)
         result.triples = store.replace_derived_by_batch(
             ontology, derived(), delete=kb.update("cohort/delete-derived"), orphans=kb.query("cohort/derived-orphans"),
-            delete_subjects=kb.update("cohort/delete-derived-subjects"), chunk=batch_size)
+            delete_subjects=kb.update("cohort/delete-derived-subjects"), owners=kb.query("cohort/owners"),
+            chunk=batch_size)
     else:
         result.triples = store.replace_derived(ontology, (data for _, data in derived()))
     return result

@@ -34,6 +34,7 @@ update request). ``derive --replace batches`` replaces the derived graph patient
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
 import os
@@ -625,15 +626,55 @@ class EmbeddedStore(Store):
             self._lock_fd = None
 
 
+# The size above which derive --replace batches sends a batch's results as several requests (of whole
+# patients). Virtuoso 7 refuses a request over 10 MB ("SR… The requested string session is longer than
+# 10Mb"); a batch of 1,000 patients' results is about 20 MB.
+REQUEST_BYTES = 8 * 2**20
+
+
+def _by_patient(patients: list[str], data: bytes, owners: str, budget: int) -> Iterator[tuple[list[str], list[ox.Triple]]]:
+    """A batch's derived triples (N-Triples) as groups of whole patients whose N-Triples stay within
+    ``budget`` bytes (a patient larger than that alone); the triples no patient owns go with the first
+    group. One group, the whole batch, when it fits."""
+    if len(data) <= budget or len(patients) < 2:
+        yield patients, list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+        return
+    scratch = ox.Store()
+    scratch.load(data, format=ox.RdfFormat.N_TRIPLES)
+    owner: dict[object, str] = {}
+    for row in scratch.query(owners):
+        owner.setdefault(row["subject"], row["patient"].value)
+    for p in patients:
+        owner[ox.NamedNode(p)] = p
+    owned: dict[str | None, list[ox.Triple]] = {}
+    for q in scratch:
+        owned.setdefault(owner.get(q.subject), []).append(q.triple)
+    group: list[str] = []
+    triples = owned.pop(None, [])
+    size = sum(len(_line(t)) + 1 for t in triples)
+    for p in patients:
+        mine = owned.get(p, [])
+        more = sum(len(_line(t)) + 1 for t in mine)
+        if group and size + more > budget:
+            yield group, triples
+            group, triples, size = [], [], 0
+        group.append(p)
+        triples += mine
+        size += more
+    if group:
+        yield group, triples
+
+
 class RemoteStore(Store):
     """Any SPARQL 1.1 Protocol endpoint (``--endpoint URL [--update-endpoint URL]``), via SPARQLWrapper."""
 
     def __init__(self, endpoint: str, *, update_endpoint: str | None = None, user: str | None = None,
                  password: str | None = None, auth: str = "basic", timeout: int = 300,
-                 batch: int = 5_000) -> None:
+                 batch: int = 5_000, request_bytes: int = REQUEST_BYTES) -> None:
         from SPARQLWrapper import SPARQLWrapper
 
         self.endpoint, self.update_endpoint, self.batch = endpoint, update_endpoint or endpoint, batch
+        self.request_bytes = request_bytes
 
         def client(url: str):
             w = SPARQLWrapper(url)
@@ -708,19 +749,20 @@ class RemoteStore(Store):
         return count
 
     def replace_derived_by_batch(self, ontology: list[ox.Triple], batches: Iterable[tuple[list[str], bytes]], *,
-                                 delete: str, orphans: str, delete_subjects: str, chunk: int) -> int:
+                                 delete: str, orphans: str, delete_subjects: str, owners: str, chunk: int) -> int:
         """Replace the derived graph patient by patient instead of in one request: for each batch
         (its patients' IRIs and their derived triples as N-Triples) one update request deletes what
         the derived graph holds for those patients (``delete``, bound to them) and inserts their new
         triples, so each patient's results change at once and nothing of an earlier run is left
-        beside them. Then the results of patients no longer in any dataset and subjects nothing
-        points at any more (``orphans``) are deleted, ``chunk`` at a time. No request grows with the
-        cohort; a run that stops leaves some patients with the earlier results (each patient whole).
-        Returns the triples in the derived graph."""
+        beside them. A batch whose request would pass ``request_bytes`` is sent as several requests
+        of whole patients (``owners`` says which triples are whose). Then the results of patients no
+        longer in any dataset and subjects nothing points at any more (``orphans``) are deleted,
+        ``chunk`` at a time. No request grows with the cohort; a run that stops leaves some patients
+        with the earlier results (each patient whole). Returns the triples in the derived graph."""
         self.replace_graph(GRAPH_ONTOLOGY, ontology)
         for patients, data in batches:
-            self._replace_patients(delete, [ox.NamedNode(p) for p in patients],
-                                   ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+            for group, triples in _by_patient(patients, data, owners, self.request_bytes):
+                self._replace_patients(delete, [ox.NamedNode(p) for p in group], triples)
         rows = self.select(orphans)
         self.delete_derived(delete, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
         self.delete_derived(delete_subjects, [r["orphan"].value for r in rows if "orphan" in r], chunk=chunk,
@@ -760,8 +802,17 @@ def _has_blank(t: ox.Triple) -> bool:
     return isinstance(t.subject, ox.BlankNode) or isinstance(t.object, ox.BlankNode)
 
 
+# Triples per INSERT DATA operation. A request may hold several operations (``;``-separated, applied as
+# one request); Virtuoso 7's SPARQL compiler refuses one operation of about 5,000 triples ("SP030 …
+# memory exhausted": its parser stack grows with the triples of one operation), so longer inserts are
+# split into operations of this many.
+INSERT_DATA_TRIPLES = 1_000
+
+
 def _insert_data(graph: str, lines: list[str]) -> str:
-    return f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(lines) + "\n} }"
+    """INSERT DATA operations for ``lines`` (N-Triples), at most INSERT_DATA_TRIPLES each, as one request."""
+    return " ;\n".join(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(lines[i : i + INSERT_DATA_TRIPLES])
+                        + "\n} }" for i in range(0, len(lines), INSERT_DATA_TRIPLES))
 
 
 def _insert_where(graph: str, lines: list[str]) -> str:
@@ -791,8 +842,22 @@ def _set_text(wrapper, text: str) -> None:
 
 
 def _first_line(exc: Exception) -> str:
+    """One line for a failed request: the server's own first line when SPARQLWrapper carries its response
+    (\"Virtuoso 37000 Error SP030: …\" says more than \"QueryBadFormed: A bad request has been sent\")."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    line = text.splitlines()[0]
+    _, found, response = text.partition("\n\nResponse:\n")
+    if found:
+        try:
+            body = ast.literal_eval(response.strip())
+        except (ValueError, SyntaxError):
+            body = response
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        said = next((part.strip() for part in str(body).splitlines() if part.strip()), "")
+        if said:
+            line = f"{type(exc).__name__}: {said}"
+    return line[:300]
 
 
 def _term(value: dict) -> Term:
