@@ -197,6 +197,33 @@ def test_a_batch_split_into_requests_keeps_each_patient_whole(remote, cohorts, r
     assert derived <= reference["before"] | reference["before, later"]
 
 
+def test_no_request_binds_more_patients_than_the_store_takes(remote, cohorts, reference, monkeypatch):
+    """A batch larger than the rows a remote store takes in one VALUES block (Virtuoso 7 refuses 5,000):
+    its patients are read, deleted and replaced in requests that bind at most that many, and the
+    result is the same."""
+    import re
+
+    rows = []
+    block = re.compile(r"VALUES \(\?patient\) \{([^}]*)\}")
+
+    def watch(method):
+        def call(self, text, *args):
+            rows.extend(m.group(1).count("(") for m in block.finditer(text))
+            return method(self, text, *args)
+        return call
+
+    monkeypatch.setattr(RemoteStore, "_query", watch(RemoteStore._query))
+    monkeypatch.setattr(RemoteStore, "update", watch(RemoteStore.update))
+    monkeypatch.setattr(remote, "values_rows", 3)
+    cohort.load(remote, [cohorts["before"]])
+    whole = len(cohorts["patients"])
+    cohort.derive(remote, as_of=FIRST, shacl=False, workers=1, batch_size=whole, replace="atomic")
+    assert _graph(remote) == reference["before"]
+    cohort.derive(remote, as_of=FIRST, shacl=False, workers=1, batch_size=whole, replace="batches")
+    assert _graph(remote) == reference["before"]
+    assert rows and max(rows) == 3
+
+
 def _part(source: Path, patients: list[str], target: Path) -> Path:
     """The triples of ``patients`` (and of their facts) from ``source``, written to ``target``."""
     def mine(t: ox.Triple) -> bool:

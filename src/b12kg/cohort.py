@@ -184,10 +184,15 @@ def _without(triples: list[ox.Triple], patients: list[str], problems: list[str])
 
 
 def _batch_data(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode]) -> bytes:
-    """The triples of ``patients`` and of their facts, from the store's dataset graphs, as N-Triples."""
-    bindings = {"patient": patients}
-    return (store.construct_nt(kb.query("cohort/patient-triples"), bindings)
-            + store.construct_nt(kb.query("cohort/fact-triples"), bindings))
+    """The triples of ``patients`` and of their facts, from the store's dataset graphs, as N-Triples
+    (in requests that bind at most the store's ``values_rows`` patients each)."""
+    step = store.values_rows or len(patients) or 1
+    parts = []
+    for i in range(0, len(patients), step):
+        bindings = {"patient": patients[i : i + step]}
+        parts += [store.construct_nt(kb.query("cohort/patient-triples"), bindings),
+                  store.construct_nt(kb.query("cohort/fact-triples"), bindings)]
+    return b"".join(parts)
 
 
 _READERS: dict[str, EmbeddedStore] = {}  # a worker process's read-only views, opened once

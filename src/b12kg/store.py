@@ -71,6 +71,8 @@ def dataset_graph(name: str) -> str:
 class Store(ABC):
     """The operations the cohort commands need; every query runs unchanged on each backend."""
 
+    values_rows: int | None = None  # the most rows one request binds in a VALUES block (None: no limit)
+
     def select(self, text: str, bindings: Mapping[str, object] | None = None) -> list[dict[str, Term]]:
         return self.select_with_columns(text, bindings)[1]
 
@@ -626,17 +628,22 @@ class EmbeddedStore(Store):
             self._lock_fd = None
 
 
+# The most rows one request to a remote store binds in a VALUES block (the patients of a batch read,
+# a delete). Virtuoso 7 answers 2,000 rows, and refuses 5,000 ("SP030 … Too many arguments").
+VALUES_ROWS = 1_000
+
 # The size above which derive --replace batches sends a batch's results as several requests (of whole
 # patients). Virtuoso 7 refuses a request over 10 MB ("SR… The requested string session is longer than
 # 10Mb"); a batch of 1,000 patients' results is about 20 MB.
 REQUEST_BYTES = 8 * 2**20
 
 
-def _by_patient(patients: list[str], data: bytes, owners: str, budget: int) -> Iterator[tuple[list[str], list[ox.Triple]]]:
-    """A batch's derived triples (N-Triples) as groups of whole patients whose N-Triples stay within
-    ``budget`` bytes (a patient larger than that alone); the triples no patient owns go with the first
-    group. One group, the whole batch, when it fits."""
-    if len(data) <= budget or len(patients) < 2:
+def _by_patient(patients: list[str], data: bytes, owners: str, budget: int,
+                most: int) -> Iterator[tuple[list[str], list[ox.Triple]]]:
+    """A batch's derived triples (N-Triples) as groups of at most ``most`` whole patients whose
+    N-Triples stay within ``budget`` bytes (a patient larger than that alone); the triples no patient
+    owns go with the first group. One group, the whole batch, when it fits."""
+    if (len(data) <= budget and len(patients) <= most) or len(patients) < 2:
         yield patients, list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         return
     scratch = ox.Store()
@@ -655,7 +662,7 @@ def _by_patient(patients: list[str], data: bytes, owners: str, budget: int) -> I
     for p in patients:
         mine = owned.get(p, [])
         more = sum(len(_line(t)) + 1 for t in mine)
-        if group and size + more > budget:
+        if group and (size + more > budget or len(group) >= most):
             yield group, triples
             group, triples, size = [], [], 0
         group.append(p)
@@ -670,11 +677,11 @@ class RemoteStore(Store):
 
     def __init__(self, endpoint: str, *, update_endpoint: str | None = None, user: str | None = None,
                  password: str | None = None, auth: str = "basic", timeout: int = 300,
-                 batch: int = 5_000, request_bytes: int = REQUEST_BYTES) -> None:
+                 batch: int = 5_000, request_bytes: int = REQUEST_BYTES, values_rows: int = VALUES_ROWS) -> None:
         from SPARQLWrapper import SPARQLWrapper
 
         self.endpoint, self.update_endpoint, self.batch = endpoint, update_endpoint or endpoint, batch
-        self.request_bytes = request_bytes
+        self.request_bytes, self.values_rows = request_bytes, values_rows
 
         def client(url: str):
             w = SPARQLWrapper(url)
@@ -761,7 +768,7 @@ class RemoteStore(Store):
         with the earlier results (each patient whole). Returns the triples in the derived graph."""
         self.replace_graph(GRAPH_ONTOLOGY, ontology)
         for patients, data in batches:
-            for group, triples in _by_patient(patients, data, owners, self.request_bytes):
+            for group, triples in _by_patient(patients, data, owners, self.request_bytes, self.values_rows):
                 self._replace_patients(delete, [ox.NamedNode(p) for p in group], triples)
         rows = self.select(orphans)
         self.delete_derived(delete, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
@@ -774,6 +781,7 @@ class RemoteStore(Store):
         """Run the update ``delete`` with ``?variable`` bound to ``chunk`` of ``iris`` per request: what
         the derived graph holds for those patients (or, with another update, those subjects)."""
         ordered = sorted(set(iris))
+        chunk = min(chunk, self.values_rows)
         for i in range(0, len(ordered), chunk):
             self.update(bind(delete, {variable: [ox.NamedNode(iri) for iri in ordered[i : i + chunk]]}))
 
