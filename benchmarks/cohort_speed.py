@@ -5,6 +5,7 @@ and one patient from a cold start. Prints a markdown table (medians of --runs ru
     python benchmarks/cohort_speed.py --sizes 1000 10000 100000 --runs 1
     python benchmarks/cohort_speed.py --sizes 1000000 --runs 1 --only-embedded   # the embedded rows alone
     python benchmarks/cohort_speed.py --only-remote --remote-size 100000 --remote-datasets 10   # the remote row alone
+    python benchmarks/cohort_speed.py --only-remote --remote-server virtuoso --remote-size 10000   # on Virtuoso
 
 Each measurement runs in a fresh Python process, so its peak RSS is its own. Targets (issue): 100k
 patients load + derive ≤ 30 s and ≤ 3 GB; 1M ≤ 6 min; ≥ 100× faster than owlready2 + HermiT;
@@ -93,7 +94,7 @@ from b12kg import cohort
 from b12kg.serve import free_port, oxigraph_binary, wait_for
 from b12kg.store import RemoteStore
 cohort_file, db, batch, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-replace, datasets = sys.argv[5], int(sys.argv[6])
+replace, datasets, kind = sys.argv[5], int(sys.argv[6]), sys.argv[7]
 PATIENT = b"> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <https://w3id.org/b12kg/ontology#Patient> ."
 def split(path, parts, folder):
     # the cohort as `parts` dataset files of consecutive patients (synth writes a patient's triples together)
@@ -120,22 +121,38 @@ if __name__ == "__main__":
     files = [Path(cohort_file)]
     if datasets > 1:
         os.makedirs(db + "-parts"); files = split(cohort_file, datasets, db + "-parts")
-    port = free_port()
-    server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     stop, peak = threading.Event(), [0]
-    threading.Thread(target=server_rss, args=(server.pid, stop, peak), daemon=True).start()
-    try:
-        wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
-        store = RemoteStore(f"http://127.0.0.1:{port}/query", update_endpoint=f"http://127.0.0.1:{port}/update")
+    def run(store):
         t0 = time.perf_counter(); cohort.load(store, files); t1 = time.perf_counter()
         r = cohort.derive(store, as_of=date.fromisoformat("%s"), batch_size=batch, shacl=False, workers=workers,
                           replace=replace)
-        t2 = time.perf_counter()
-    finally:
-        stop.set(); server.terminate(); server.wait()
+        return t1 - t0, time.perf_counter() - t1, r
+    if kind == "virtuoso":  # the test suite's loopback Virtuoso: its own virtuoso.ini and database in db
+        sys.path.insert(0, str(Path(cohort.__file__).resolve().parents[2] / "tests"))
+        from servers import virtuoso_server
+        os.makedirs(db, exist_ok=True)
+        with virtuoso_server(Path(db)) as store:
+            ini = str(Path(db) / "virtuoso.ini")
+            pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                       and ini.encode() in (p / "cmdline").read_bytes())
+            threading.Thread(target=server_rss, args=(pid, stop, peak), daemon=True).start()
+            try:
+                load_s, derive_s, r = run(store)
+            finally:
+                stop.set()
+    else:
+        port = free_port()
+        server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        threading.Thread(target=server_rss, args=(server.pid, stop, peak), daemon=True).start()
+        try:
+            wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
+            load_s, derive_s, r = run(RemoteStore(f"http://127.0.0.1:{port}/query",
+                                                  update_endpoint=f"http://127.0.0.1:{port}/update"))
+        finally:
+            stop.set(); server.terminate(); server.wait()
     import resource
-    print(json.dumps({"load": t1 - t0, "derive": t2 - t1, "patients": r.evaluated, "problems": len(r.problems),
+    print(json.dumps({"load": load_s, "derive": derive_s, "patients": r.evaluated, "problems": len(r.problems),
                       "triples": r.triples, "server_rss_mb": peak[0] / 2**20,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """ % AS_OF
@@ -275,6 +292,8 @@ def main() -> None:
                         help="how derive replaces the derived graph on the server (default: batches)")
     parser.add_argument("--remote-datasets", type=int, default=1,
                         help="load the remote cohort as this many datasets of consecutive patients")
+    parser.add_argument("--remote-server", choices=["oxigraph", "virtuoso"], default="oxigraph",
+                        help="the server of the remote row (virtuoso: Debian's virtuoso-opensource)")
     parser.add_argument("--only-remote", action="store_true",
                         help="only the remote row (and the cold start)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -314,10 +333,12 @@ def others(rows: list[dict], args: argparse.Namespace, work: Path, batch: str, w
 
 
 def remote(args: argparse.Namespace, work: Path, batch: str, workers: str) -> dict:
-    """The remote row: load + derive through an Oxigraph server started for it (one run)."""
+    """The remote row: load + derive through a server started for it on loopback (one run)."""
     datasets = f", {args.remote_datasets} datasets" if args.remote_datasets > 1 else ""
-    return measure(f"remote Oxigraph server (rules, --replace {args.remote_replace}{datasets})", REMOTE,
-                   args.remote_size, work, 1, batch, workers, args.remote_replace, str(args.remote_datasets))
+    name = {"oxigraph": "Oxigraph server", "virtuoso": "Virtuoso"}[args.remote_server]
+    return measure(f"remote {name} (rules, --replace {args.remote_replace}{datasets})", REMOTE,
+                   args.remote_size, work, 1, batch, workers, args.remote_replace, str(args.remote_datasets),
+                   args.remote_server)
 
 
 def report(rows: list[dict], args: argparse.Namespace, cold: float) -> None:
