@@ -231,8 +231,10 @@ def run_child(code: str, *args: str) -> tuple[dict, float]:
     the Python process only — the remote row excludes the server's own memory)."""
     script = Path(tempfile.mkdtemp(prefix="b12kg-bench-code-")) / "child.py"
     script.write_text(code)  # a file, not -c: worker processes re-import the main module
-    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
     shutil.rmtree(script.parent, ignore_errors=True)
+    if out.returncode:
+        sys.exit(f"a measurement failed (exit {out.returncode}): {' '.join(args)}\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     return result, result["rss_mb"]
 
