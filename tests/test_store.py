@@ -500,3 +500,31 @@ def test_long_inserts_are_split_into_operations_a_store_can_parse():
     memory = ox.Store()
     memory.update(request)
     assert len(memory) == len(lines)
+
+
+def test_a_batch_split_by_patient_sends_every_triple_once_with_its_owner():
+    """derive --replace batches splits a batch over the request budget into groups of whole patients:
+    each triple goes exactly once, with the patient that owns it (queries/cohort/owners.rq), and what
+    no patient of the batch owns (the engine agent, a node of a patient outside it) with the first group."""
+    from b12kg.kb import KnowledgeBase
+    from b12kg.store import _by_patient
+
+    b12, prov = "https://w3id.org/b12kg/ontology#", "http://www.w3.org/ns/prov#"
+    lines = ["<urn:agent> <http://www.w3.org/2000/01/rdf-schema#label> \"b12kg\" .",
+             f"<urn:stray> <{b12}forPatient> <urn:elsewhere> ."]
+    patients = [f"urn:p{i}" for i in range(5)]
+    for p in patients:
+        lines += [f"<{p}> <urn:state> <urn:s> .", f"<{p}-rec> <{b12}forPatient> <{p}> .",
+                  f"<{p}-rec> <urn:text> \"{'x' * 200}\" .", f"<{p}-der> <{b12}forPatient> <{p}> .",
+                  f"<{p}-der> <{prov}used> <{p}-b12> .", f"<{p}-b12> <{b12}canonicalValue> \"215\" ."]
+    data = ("\n".join(lines) + "\n").encode()
+    groups = list(_by_patient(patients, data, KnowledgeBase().query("cohort/owners"), budget=700, most=1000))
+    assert len(groups) > 2 and [p for g, _ in groups for p in g] == patients
+    sent = [str(t) for _, triples in groups for t in triples]
+    assert sorted(sent) == sorted(str(t) for t in ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+    for group, triples in groups:
+        subjects = {t.subject.value for t in triples}
+        for p in group:
+            assert {p, p + "-rec", p + "-der", p + "-b12"} <= subjects
+    assert {"urn:agent", "urn:stray"} <= {t.subject.value for t in groups[0][1]}
+    assert list(_by_patient(patients, data, "", budget=len(data), most=1000))[0][0] == patients  # fits: one group

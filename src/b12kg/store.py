@@ -642,7 +642,7 @@ def _by_patient(patients: list[str], data: bytes, owners: str, budget: int,
                 most: int) -> Iterator[tuple[list[str], list[ox.Triple]]]:
     """A batch's derived triples (N-Triples) as groups of at most ``most`` whole patients whose
     N-Triples stay within ``budget`` bytes (a patient larger than that alone); the triples no patient
-    owns go with the first group. One group, the whole batch, when it fits."""
+    of the batch owns go with the first group. One group, the whole batch, when it fits."""
     if (len(data) <= budget and len(patients) <= most) or len(patients) < 2:
         yield patients, list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         return
@@ -657,7 +657,8 @@ def _by_patient(patients: list[str], data: bytes, owners: str, budget: int,
     for q in scratch:
         owned.setdefault(owner.get(q.subject), []).append(q.triple)
     group: list[str] = []
-    triples = owned.pop(None, [])
+    in_batch = set(patients)
+    triples = [t for who, ts in owned.items() if who not in in_batch for t in ts]  # shared ones
     size = sum(len(_line(t)) + 1 for t in triples)
     for p in patients:
         mine = owned.get(p, [])
