@@ -159,12 +159,17 @@ def test_a_stopped_batch_run_leaves_each_patient_whole(remote, cohorts, referenc
     monkeypatch.setattr(RemoteStore, "_replace_patients", refuse_third)
     with pytest.raises(StoreError, match="refused for the test"):
         _derive(remote, SECOND)
-    derived = _graph(remote)
     replaced = [r["patient"].value for r in remote.select(KnowledgeBase().query("cohort/patients"))][: 2 * BATCH]
+    _each_patient_whole(_graph(remote), cohorts, reference, replaced)
+    assert _owned(reference["before, later"], replaced[0]) != _owned(reference["before"], replaced[0])
+
+
+def _each_patient_whole(derived: set[tuple], cohorts, reference, replaced: list[str]) -> None:
+    """After a run at SECOND stopped part-way: the ``replaced`` patients have exactly their new results,
+    every other patient exactly its earlier ones, and nothing else is there."""
     for patient in cohorts["patients"]:
         expected = reference["before, later"] if patient in replaced else reference["before"]
         assert _owned(derived, patient) == _owned(expected, patient), patient
-    assert _owned(reference["before, later"], replaced[0]) != _owned(reference["before"], replaced[0])
     assert derived <= reference["before"] | reference["before, later"]
 
 
@@ -190,11 +195,7 @@ def test_a_batch_split_into_requests_keeps_each_patient_whole(remote, cohorts, r
                       replace="batches")
     replaced = groups[0] + groups[1]
     assert 2 <= len(replaced) < len(cohorts["patients"]) // 2
-    derived = _graph(remote)
-    for patient in cohorts["patients"]:
-        expected = reference["before, later"] if patient in replaced else reference["before"]
-        assert _owned(derived, patient) == _owned(expected, patient), patient
-    assert derived <= reference["before"] | reference["before, later"]
+    _each_patient_whole(_graph(remote), cohorts, reference, replaced)
 
 
 def test_no_request_binds_more_patients_than_the_store_takes(remote, cohorts, reference, monkeypatch):
