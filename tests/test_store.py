@@ -490,12 +490,12 @@ def test_a_refused_request_is_one_line_in_the_servers_own_words():
 
 
 def test_long_inserts_are_split_into_operations_a_store_can_parse():
-    """An INSERT DATA of many triples is sent as operations of at most INSERT_DATA_TRIPLES triples in one
+    """An INSERT DATA of many triples is sent as operations of at most DATA_TRIPLES triples in one
     request (Virtuoso 7 refuses one operation of about 5,000); the request still parses and means the same."""
-    from b12kg.store import INSERT_DATA_TRIPLES, _insert_data
+    from b12kg.store import DATA_TRIPLES, _data_ops
 
-    lines = [f"<urn:s{i}> <urn:p> \"{i}\" ." for i in range(2 * INSERT_DATA_TRIPLES + 1)]
-    request = _insert_data("urn:g", lines)
+    lines = [f"<urn:s{i}> <urn:p> \"{i}\" ." for i in range(2 * DATA_TRIPLES + 1)]
+    request = _data_ops("INSERT", "urn:g", lines)
     assert request.count("INSERT DATA") == 3
     memory = ox.Store()
     memory.update(request)
@@ -528,3 +528,25 @@ def test_a_batch_split_by_patient_sends_every_triple_once_with_its_owner():
             assert {p, p + "-rec", p + "-der", p + "-b12"} <= subjects
     assert {"urn:agent", "urn:stray"} <= {t.subject.value for t in groups[0][1]}
     assert list(_by_patient(patients, data, "", budget=len(data), most=1000))[0][0] == patients  # fits: one group
+
+
+def test_deletes_are_packed_in_requests_of_whole_patients_within_the_budget():
+    """A remote delete names each patient's earlier triples (DELETE DATA): requests of whole patients,
+    each line once and in order, within the budget unless one patient alone is larger."""
+    from b12kg.store import _packed
+
+    groups = [[f"<urn:p{i}> <urn:v> \"{'x' * (10 * i)}\" ." for _ in range(3)] for i in range(12)]
+    size = lambda lines: sum(len(x) + 1 for x in lines)  # noqa: E731
+    budget = 300
+    requests = list(_packed(groups, budget))
+    assert [x for r in requests for x in r] == [x for g in groups for x in g]
+    starts = {g[0]: len(g) for g in groups}
+    for r in requests:
+        i = 0
+        while i < len(r):  # each request is a run of whole groups
+            assert r[i] in starts
+            i += starts[r[i]]
+        assert i == len(r)
+        assert size(r) <= budget or len({x.split()[0] for x in r}) == 1
+    assert any(size(g) > budget for g in groups) and len(requests) > 3
+    assert list(_packed([], budget)) == [] and list(_packed(groups, 10**9)) == [[x for g in groups for x in g]]

@@ -1,5 +1,9 @@
 #+ summary: Delete from the derived graph everything derived for a batch of patients, so that their new
 #+          results can be inserted in the same request (derive --replace batches on a remote store).
+#+          This update defines what a patient owns; the remote store's requests normally read those
+#+          triples (cohort/owned-subjects, cohort/subject-triples, kept alike by a test) and name them
+#+          in DELETE DATA, and fall back on this update when they hold a blank node or would make too
+#+          large a request.
 #+ parameters: ?patient (IRI, one row per patient)
 #+ output: none (an update: three operations, in this order)
 #+ What a patient owns in the derived graph: (1) what was derived about the facts its derivation used

@@ -33,7 +33,7 @@ from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
 from b12kg.sparql import bind
-from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, RemoteStore, Store, dataset_graph
+from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, dataset_graph
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
@@ -88,17 +88,25 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     for path in files:  # a remote store has no transaction across requests: read every file first, so
         load_patient(path)  # a syntax error in any of them changes nothing (each is read again to load it)
     kb = KnowledgeBase()
-    delete = kb.update("cohort/delete-derived") if store.has_graph(GRAPH_DERIVED) else None
+    own = ownership(kb) if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
         triples = load_patient(path).triples
-        if delete:  # first: a reader may see these patients without results, never new data with old results
+        if own:  # first: a reader may see these patients without results, never new data with old results
             assert isinstance(store, RemoteStore)
-            store.delete_derived(delete, _dataset_patients(kb, store, graph) | _dataset_patients(kb, triples, graph),
+            store.delete_derived(own, _dataset_patients(kb, store, graph) | _dataset_patients(kb, triples, graph),
                                  chunk=DEFAULT_BATCH)
         loaded[graph] = store.replace_graph(graph, triples)
         if progress:
             progress(1)
     return loaded
+
+
+def ownership(kb: KnowledgeBase) -> Ownership:
+    """The queries that say what each patient owns in the derived graph (remote deletes)."""
+    return Ownership(subjects=kb.query("cohort/owned-subjects"), triples=kb.query("cohort/subject-triples"),
+                     delete=kb.update("cohort/delete-derived"), delete_subjects=kb.update("cohort/delete-derived-subjects"),
+                     owners=kb.query("cohort/owners"), orphans=kb.query("cohort/derived-orphans"),
+                     blank_orphans=kb.update("cohort/delete-blank-orphans"))
 
 
 def _dataset_patients(kb: KnowledgeBase, data: Store | list[ox.Triple], graph: str) -> set[str]:
@@ -364,9 +372,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     if replace == "batches":
         assert isinstance(store, RemoteStore)
         result.triples = store.replace_derived_by_batch(
-            ontology, derived(), delete=kb.update("cohort/delete-derived"), orphans=kb.query("cohort/derived-orphans"),
-            delete_subjects=kb.update("cohort/delete-derived-subjects"), owners=kb.query("cohort/owners"),
-            chunk=batch_size)
+            ontology, derived(), own=ownership(kb), chunk=batch_size)
     else:
         result.triples = store.replace_derived(ontology, (data for _, data in derived()))
     return result

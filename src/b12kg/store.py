@@ -43,6 +43,7 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -638,6 +639,27 @@ VALUES_ROWS = 1_000
 REQUEST_BYTES = 8 * 2**20
 
 
+@dataclass(frozen=True)
+class Ownership:
+    """The queries that say what each patient owns in the derived graph (``queries/cohort/``), for the
+    remote stores' deletes. ``subjects`` (owned-subjects, bound to ``?patient``) and ``triples``
+    (subject-triples, bound to ``?subject``) read it, so the request that replaces it can name each
+    triple (``DELETE DATA``); ``delete`` (delete-derived, bound to ``?patient``) and
+    ``delete_subjects`` (delete-derived-subjects, bound to ``?orphan``) delete by pattern instead, when
+    the triples read hold a blank node (which ``DELETE DATA`` cannot name) or would make a request of
+    more than ``request_bytes``. ``owners`` (unbound, on a batch's new results alone) splits a batch.
+    ``orphans`` (derived-orphans) finds what no patient of the datasets owns any more after a run;
+    ``blank_orphans`` (delete-blank-orphans) deletes those that are blank nodes."""
+
+    subjects: str
+    triples: str
+    delete: str
+    delete_subjects: str
+    owners: str
+    orphans: str
+    blank_orphans: str
+
+
 def _by_patient(patients: list[str], data: bytes, owners: str, budget: int,
                 most: int) -> Iterator[tuple[list[str], list[ox.Triple]]]:
     """A batch's derived triples (N-Triples) as groups of at most ``most`` whole patients whose
@@ -745,11 +767,11 @@ class RemoteStore(Store):
                 continue
             chunk.append(_line(t))
             if len(chunk) >= self.batch:
-                self.update(_insert_data(graph, chunk))
+                self.update(_data_ops("INSERT", graph, chunk))
                 count += len(chunk)
                 chunk = []
         if chunk:
-            self.update(_insert_data(graph, chunk))
+            self.update(_data_ops("INSERT", graph, chunk))
             count += len(chunk)
         if with_blanks:
             self.update(_insert_where(graph, with_blanks))
@@ -757,50 +779,129 @@ class RemoteStore(Store):
         return count
 
     def replace_derived_by_batch(self, ontology: list[ox.Triple], batches: Iterable[tuple[list[str], bytes]], *,
-                                 delete: str, orphans: str, delete_subjects: str, owners: str, chunk: int) -> int:
+                                 own: Ownership, chunk: int) -> int:
         """Replace the derived graph patient by patient instead of in one request: for each batch
         (its patients' IRIs and their derived triples as N-Triples) one update request deletes what
-        the derived graph holds for those patients (``delete``, bound to them) and inserts their new
-        triples, so each patient's results change at once and nothing of an earlier run is left
-        beside them. A batch whose request would pass ``request_bytes`` is sent as several requests
-        of whole patients (``owners`` says which triples are whose). Then the results of patients no
-        longer in any dataset and subjects nothing points at any more (``orphans``) are deleted,
-        ``chunk`` at a time. No request grows with the cohort; a run that stops leaves some patients
-        with the earlier results (each patient whole). Returns the triples in the derived graph."""
+        the derived graph holds for those patients (read first with ``own``, then named in
+        ``DELETE DATA``) and inserts their new triples, so each patient's results change at once and
+        nothing of an earlier run is left beside them. A batch whose new results would pass half of
+        ``request_bytes`` (the request carries the earlier results too) is sent as several requests
+        of whole patients. Then the results of patients no longer in any dataset and subjects nothing
+        points at any more (``own.orphans``) are deleted, ``chunk`` at a time. No request grows with the
+        cohort; a run that stops leaves some patients with the earlier results (each patient whole).
+        Reading and deleting are two requests: no other writer may change the derived graph during a
+        run. Returns the triples in the derived graph."""
         self.replace_graph(GRAPH_ONTOLOGY, ontology)
         for patients, data in batches:
-            for group, triples in _by_patient(patients, data, owners, self.request_bytes, self.values_rows):
-                self._replace_patients(delete, [ox.NamedNode(p) for p in group], triples)
-        rows = self.select(orphans)
-        self.delete_derived(delete, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
-        self.delete_derived(delete_subjects, [r["orphan"].value for r in rows if "orphan" in r], chunk=chunk,
-                            variable="orphan")
+            for group, triples in _by_patient(patients, data, own.owners, self.request_bytes // 2, self.values_rows):
+                self._replace_patients(own, [ox.NamedNode(p) for p in group], triples)
+        rows = self.select(own.orphans)
+        self.delete_derived(own, [r["patient"].value for r in rows if "patient" in r], chunk=chunk)
+        self.delete_subjects(own, [r["orphan"].value for r in rows if isinstance(r.get("orphan"), ox.NamedNode)],
+                             chunk=chunk)
+        while any(isinstance(r.get("orphan"), ox.BlankNode) for r in rows):  # not in b12kg's own output
+            self.update(own.blank_orphans)  # one level of nested blank nodes per round
+            rows = self.select(own.orphans)
         rows = self.select("SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(GRAPH_DERIVED)})
         return int(rows[0]["n"].value)
 
-    def delete_derived(self, delete: str, iris: Iterable[str], *, chunk: int, variable: str = "patient") -> None:
-        """Run the update ``delete`` with ``?variable`` bound to ``chunk`` of ``iris`` per request: what
-        the derived graph holds for those patients (or, with another update, those subjects)."""
-        ordered = sorted(set(iris))
-        chunk = min(chunk, self.values_rows)
-        for i in range(0, len(ordered), chunk):
-            self.update(bind(delete, {variable: [ox.NamedNode(iri) for iri in ordered[i : i + chunk]]}))
+    def delete_derived(self, own: Ownership, iris: Iterable[str], *, chunk: int) -> None:
+        """Delete what the derived graph holds for these patients, ``chunk`` of them per read and each
+        patient's triples within one request (of at most ``request_bytes``)."""
+        ordered = [ox.NamedNode(iri) for iri in sorted(set(iris))]
+        for part in _chunks(ordered, min(chunk, self.values_rows)):
+            old = self._owned(own, part)
+            if old is None:  # a blank node: found by pattern instead
+                self.update(bind(own.delete, {"patient": part}))
+                continue
+            for lines in _packed(old.values(), self.request_bytes):
+                self.update(_data_ops("DELETE", GRAPH_DERIVED, lines))
 
-    def _replace_patients(self, delete: str, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
-        """One update request: ``delete`` bound to ``patients``, then an insert of ``triples`` into the
-        derived graph. SPARQL 1.1 Update asks a store to apply each request atomically; an Oxigraph
-        server runs it as one transaction."""
+    def delete_subjects(self, own: Ownership, iris: Iterable[str], *, chunk: int) -> None:
+        """Delete the derived graph's triples about these subjects (orphans), ``chunk`` per read."""
+        ordered = [ox.NamedNode(iri) for iri in sorted(set(iris))]
+        for part in _chunks(ordered, min(chunk, self.values_rows)):
+            triples = self._subject_triples(own, part)
+            if triples is None:
+                self.update(bind(own.delete_subjects, {"orphan": part}))
+                continue
+            by_subject: dict[object, list[str]] = {}
+            for t in triples:
+                by_subject.setdefault(t.subject, []).append(_line(t))
+            for lines in _packed(by_subject.values(), self.request_bytes):
+                self.update(_data_ops("DELETE", GRAPH_DERIVED, lines))
+
+    def _owned(self, own: Ownership, patients: list[ox.NamedNode]) -> dict[str, list[str]] | None:
+        """Each patient's triples in the derived graph (N-Triples lines, per patient IRI), as
+        ``own.subjects`` defines them; None when one of them holds a blank node."""
+        owner: dict[object, str] = {p: p.value for p in patients}
+        for part in _chunks(patients, self.values_rows):
+            for row in self.select(own.subjects, {"patient": part}):
+                owner.setdefault(row["subject"], row["patient"].value)
+        triples = self._subject_triples(own, list(owner))
+        if triples is None:
+            return None
+        lines: dict[str, list[str]] = {p.value: [] for p in patients}
+        for t in triples:
+            lines[owner[t.subject]].append(_line(t))
+        return lines
+
+    def _subject_triples(self, own: Ownership, subjects: list) -> list[ox.Triple] | None:
+        if any(isinstance(s, ox.BlankNode) for s in subjects):
+            return None
+        triples: list[ox.Triple] = []
+        for part in _chunks(subjects, self.values_rows):
+            triples += self.construct(own.triples, {"subject": part})
+        return None if any(_has_blank(t) for t in triples) else triples
+
+    def _replace_patients(self, own: Ownership, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
+        """One update request: delete what the derived graph holds for ``patients``, then insert
+        ``triples`` into it. SPARQL 1.1 Update asks a store to apply each request atomically; an
+        Oxigraph server runs it as one transaction. The earlier triples are read and named
+        (``DELETE DATA``): Virtuoso deletes them some 20 times faster than by pattern and finds them
+        with a plan whose cost does not grow with the cohort (queries/cohort/owned-subjects.rq). Only
+        what changed is sent: earlier triples derived again stay, new ones already there are not
+        inserted. When the earlier triples hold a blank node or the request would be too large, it
+        deletes by pattern (delete-derived) and inserts every new triple."""
         if not patients:
             return
         plain, with_blanks = [], []
         for t in triples:
             (with_blanks if _has_blank(t) else plain).append(_line(t))
-        operations = [bind(delete, {"patient": patients})]
-        if plain:
-            operations.append(_insert_data(GRAPH_DERIVED, plain))
+        old = self._owned(own, patients)
+        if old is not None:  # only what changed: the earlier triples not derived again, the new ones not there
+            earlier = {x for lines in old.values() for x in lines}
+            new = set(plain)
+            deletes = _data_ops("DELETE", GRAPH_DERIVED, sorted(earlier - new))
+            inserts = [_data_ops("INSERT", GRAPH_DERIVED, [x for x in plain if x not in earlier])]
+        if old is None or len(deletes) + sum(map(len, inserts)) > self.request_bytes:
+            deletes, inserts = bind(own.delete, {"patient": patients}), [_data_ops("INSERT", GRAPH_DERIVED, plain)]
         if with_blanks:
-            operations.append(_insert_where(GRAPH_DERIVED, with_blanks))
-        self.update(" ;\n".join(operations))
+            inserts.append(_insert_where(GRAPH_DERIVED, with_blanks))
+        operations = [op for op in [deletes, *inserts] if op]
+        if operations:
+            self.update(" ;\n".join(operations))
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), max(size, 1)):
+        yield items[i : i + size]
+
+
+def _packed(groups: Iterable[list[str]], budget: int) -> Iterator[list[str]]:
+    """Lines of several groups (one patient's or subject's triples each) in lists of whole groups of at
+    most ``budget`` bytes (a group larger than that alone)."""
+    lines: list[str] = []
+    size = 0
+    for group in groups:
+        more = sum(len(x) + 1 for x in group)
+        if lines and size + more > budget:
+            yield lines
+            lines, size = [], 0
+        lines += group
+        size += more
+    if lines:
+        yield lines
 
 
 def _line(t: ox.Triple) -> str:
@@ -811,17 +912,18 @@ def _has_blank(t: ox.Triple) -> bool:
     return isinstance(t.subject, ox.BlankNode) or isinstance(t.object, ox.BlankNode)
 
 
-# Triples per INSERT DATA operation. A request may hold several operations (``;``-separated, applied as
-# one request); Virtuoso 7's SPARQL compiler refuses one operation of about 5,000 triples ("SP030 …
-# memory exhausted": its parser stack grows with the triples of one operation), so longer inserts are
-# split into operations of this many.
-INSERT_DATA_TRIPLES = 1_000
+# Triples per INSERT DATA or DELETE DATA operation. A request may hold several operations
+# (``;``-separated, applied as one request); Virtuoso 7's SPARQL compiler refuses one operation of about
+# 5,000 triples ("SP030 … memory exhausted": its parser stack grows with the triples of one operation),
+# so longer ones are split into operations of this many.
+DATA_TRIPLES = 1_000
 
 
-def _insert_data(graph: str, lines: list[str]) -> str:
-    """INSERT DATA operations for ``lines`` (N-Triples), at most INSERT_DATA_TRIPLES each, as one request."""
-    return " ;\n".join(f"INSERT DATA {{ GRAPH <{graph}> {{\n" + "\n".join(lines[i : i + INSERT_DATA_TRIPLES])
-                        + "\n} }" for i in range(0, len(lines), INSERT_DATA_TRIPLES))
+def _data_ops(verb: str, graph: str, lines: list[str]) -> str:
+    """INSERT DATA or DELETE DATA operations (``verb``) for ``lines`` (N-Triples), at most
+    DATA_TRIPLES each, as one request; "" for no lines."""
+    return " ;\n".join(f"{verb} DATA {{ GRAPH <{graph}> {{\n" + "\n".join(lines[i : i + DATA_TRIPLES])
+                        + "\n} }" for i in range(0, len(lines), DATA_TRIPLES))
 
 
 def _insert_where(graph: str, lines: list[str]) -> str:
