@@ -113,6 +113,14 @@ def _owned(derived: set[tuple], patient: str) -> set[tuple]:
     return {t for t in derived if t[0] == p or t[0] in nodes or t[0] in facts}
 
 
+def _updates_sent(monkeypatch) -> list[str]:
+    """The text of every update request sent from now on (the requests are sent as usual)."""
+    sent: list[str] = []
+    update = RemoteStore.update
+    monkeypatch.setattr(RemoteStore, "update", lambda self, text: (sent.append(text), update(self, text))[1])
+    return sent
+
+
 def _nt(t: tuple) -> str:
     return f"{t[0]} {t[1]} {t[2]} ."
 
@@ -303,9 +311,7 @@ def _batches_over(remote: RemoteStore, larger: dict, monkeypatch) -> None:
     cohort.derive(remote, as_of=FIRST, shacl=False, workers=1)
     cohort.derive(remote, as_of=FIRST, shacl=False, workers=1, batch_size=100, replace="batches")
     assert _graph(remote) == larger[FIRST]
-    sent = []
-    update = RemoteStore.update
-    monkeypatch.setattr(RemoteStore, "update", lambda self, text: (sent.append(text), update(self, text))[1])
+    sent = _updates_sent(monkeypatch)
     monkeypatch.setattr(remote, "request_bytes", 200_000)  # a batch of 300 patients: about 6 MB of results
     cohort.derive(remote, as_of=SECOND, shacl=False, workers=1, replace="batches")
     assert _graph(remote) == larger[SECOND]
@@ -340,9 +346,7 @@ def test_batch_requests_name_the_earlier_triples_and_fall_back_to_the_pattern_de
     result is the embedded store's derived graph every time."""
     cohort.load(remote, [cohorts["before"]])
     _derive(remote, FIRST, replace="atomic")
-    sent = []
-    update = RemoteStore.update
-    monkeypatch.setattr(RemoteStore, "update", lambda self, text: (sent.append(text), update(self, text))[1])
+    sent = _updates_sent(monkeypatch)
     into_derived = f"INSERT DATA {{ GRAPH <{GRAPH_DERIVED}>"
     _derive(remote, SECOND)
     batches = [text for text in sent if into_derived in text]
@@ -374,9 +378,7 @@ def test_a_batch_request_sends_only_what_changed(remote, cohorts, reference, mon
     batch requests delete nothing and insert almost nothing (the shared engine agent); the graph is
     still the embedded store's."""
     cohort.load(remote, [cohorts["before"]])
-    sent = []
-    update = RemoteStore.update
-    monkeypatch.setattr(RemoteStore, "update", lambda self, text: (sent.append(text), update(self, text))[1])
+    sent = _updates_sent(monkeypatch)
     _derive(remote, FIRST)
     into_derived = f"GRAPH <{GRAPH_DERIVED}> {{"
     first = sum(len(text) for text in sent if into_derived in text)
