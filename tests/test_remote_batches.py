@@ -195,11 +195,11 @@ def test_a_batch_split_into_requests_keeps_each_patient_whole(remote, cohorts, r
     groups = []
     replace = RemoteStore._replace_patients
 
-    def refuse_third(self, delete, patients, triples):
+    def refuse_third(self, own, patients, triples):
         groups.append([p.value for p in patients])
         if len(groups) == 3:
             raise StoreError(f"{self.update_endpoint}: update failed: refused for the test")
-        return replace(self, delete, patients, triples)
+        return replace(self, own, patients, triples)
 
     monkeypatch.setattr(RemoteStore, "_replace_patients", refuse_third)
     monkeypatch.setattr(remote, "request_bytes", 80_000)  # a patient's results are 10-25 kB, twice that with the earlier ones
