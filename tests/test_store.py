@@ -533,13 +533,16 @@ def test_a_batch_split_by_patient_sends_every_triple_once_with_its_owner():
 def test_deletes_are_packed_in_requests_of_whole_patients_within_the_budget():
     """A remote delete names each patient's earlier triples (DELETE DATA): requests of whole patients,
     each line once and in order, within the budget unless one patient alone is larger."""
-    from b12kg.store import _packed
+    from b12kg.store import _line_size, _packed
 
     groups = [[f"<urn:p{i}> <urn:v> \"{'x' * (10 * i)}\" ." for _ in range(3)] for i in range(12)]
+    keyed = [(f"urn:p{i}", g) for i, g in enumerate(groups)]
     size = lambda lines: sum(len(x) + 1 for x in lines)  # noqa: E731
     budget = 300
-    requests = list(_packed(groups, budget))
+    packed = list(_packed(keyed, budget, size=_line_size))
+    requests = [r for _, r in packed]
     assert [x for r in requests for x in r] == [x for g in groups for x in g]
+    assert [k for keys, _ in packed for k in keys] == [k for k, _ in keyed]
     starts = {g[0]: len(g) for g in groups}
     for r in requests:
         i = 0
@@ -549,4 +552,5 @@ def test_deletes_are_packed_in_requests_of_whole_patients_within_the_budget():
         assert i == len(r)
         assert size(r) <= budget or len({x.split()[0] for x in r}) == 1
     assert any(size(g) > budget for g in groups) and len(requests) > 3
-    assert list(_packed([], budget)) == [] and list(_packed(groups, 10**9)) == [[x for g in groups for x in g]]
+    assert list(_packed([], budget, size=_line_size)) == []
+    assert [r for _, r in _packed(keyed, 10**9, size=_line_size)] == [[x for g in groups for x in g]]

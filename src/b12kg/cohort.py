@@ -33,7 +33,8 @@ from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner, classify
 from b12kg.sparql import bind
-from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, dataset_graph
+from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, chunks,
+                         dataset_graph)
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
@@ -194,10 +195,9 @@ def _without(triples: list[ox.Triple], patients: list[str], problems: list[str])
 def _batch_data(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode]) -> bytes:
     """The triples of ``patients`` and of their facts, from the store's dataset graphs, as N-Triples
     (in requests that bind at most the store's ``values_rows`` patients each)."""
-    step = store.values_rows or len(patients) or 1
     parts = []
-    for i in range(0, len(patients), step):
-        bindings = {"patient": patients[i : i + step]}
+    for part in chunks(patients, store.values_rows):
+        bindings = {"patient": part}
         parts += [store.construct_nt(kb.query("cohort/patient-triples"), bindings),
                   store.construct_nt(kb.query("cohort/fact-triples"), bindings)]
     return b"".join(parts)

@@ -41,10 +41,11 @@ import os
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pyoxigraph as ox
 
@@ -678,21 +679,9 @@ def _by_patient(patients: list[str], data: bytes, owners: str, budget: int,
     owned: dict[str | None, list[ox.Triple]] = {}
     for q in scratch:
         owned.setdefault(owner.get(q.subject), []).append(q.triple)
-    group: list[str] = []
     in_batch = set(patients)
-    triples = [t for who, ts in owned.items() if who not in in_batch for t in ts]  # shared ones
-    size = sum(len(_line(t)) + 1 for t in triples)
-    for p in patients:
-        mine = owned.get(p, [])
-        more = sum(len(_line(t)) + 1 for t in mine)
-        if group and (size + more > budget or len(group) >= most):
-            yield group, triples
-            group, triples, size = [], [], 0
-        group.append(p)
-        triples += mine
-        size += more
-    if group:
-        yield group, triples
+    shared = [t for who, ts in owned.items() if who not in in_batch for t in ts]
+    yield from _packed(((p, owned.get(p, [])) for p in patients), budget, size=_triple_size, most=most, start=shared)
 
 
 class RemoteStore(Store):
@@ -809,50 +798,52 @@ class RemoteStore(Store):
         """Delete what the derived graph holds for these patients, ``chunk`` of them per read and each
         patient's triples within one request (of at most ``request_bytes``)."""
         ordered = [ox.NamedNode(iri) for iri in sorted(set(iris))]
-        for part in _chunks(ordered, min(chunk, self.values_rows)):
-            old = self._owned(own, part)
-            if old is None:  # a blank node: found by pattern instead
-                self.update(bind(own.delete, {"patient": part}))
-                continue
-            for lines in _packed(old.values(), self.request_bytes):
-                self.update(_data_ops("DELETE", GRAPH_DERIVED, lines))
+        for part in chunks(ordered, min(chunk, self.values_rows)):
+            self._delete_named(self._owned(own, part), bind(own.delete, {"patient": part}))
 
     def delete_subjects(self, own: Ownership, iris: Iterable[str], *, chunk: int) -> None:
         """Delete the derived graph's triples about these subjects (orphans), ``chunk`` per read."""
         ordered = [ox.NamedNode(iri) for iri in sorted(set(iris))]
-        for part in _chunks(ordered, min(chunk, self.values_rows)):
-            triples = self._subject_triples(own, part)
-            if triples is None:
-                self.update(bind(own.delete_subjects, {"orphan": part}))
-                continue
-            by_subject: dict[object, list[str]] = {}
-            for t in triples:
-                by_subject.setdefault(t.subject, []).append(_line(t))
-            for lines in _packed(by_subject.values(), self.request_bytes):
-                self.update(_data_ops("DELETE", GRAPH_DERIVED, lines))
+        for part in chunks(ordered, min(chunk, self.values_rows)):
+            self._delete_named(self._subject_lines(own, part), bind(own.delete_subjects, {"orphan": part}))
+
+    def _delete_named(self, lines: Mapping[object, list[str]] | None, by_pattern: str) -> None:
+        """``DELETE DATA`` of each key's lines (a patient's or a subject's triples), in requests of whole
+        keys within ``request_bytes``; the update ``by_pattern`` instead when they are None (a blank node)."""
+        if lines is None:
+            self.update(by_pattern)
+            return
+        for _, run in _packed(lines.items(), self.request_bytes, size=_line_size):
+            if run:
+                self.update(_data_ops("DELETE", GRAPH_DERIVED, run))
 
     def _owned(self, own: Ownership, patients: list[ox.NamedNode]) -> dict[str, list[str]] | None:
         """Each patient's triples in the derived graph (N-Triples lines, per patient IRI), as
         ``own.subjects`` defines them; None when one of them holds a blank node."""
         owner: dict[object, str] = {p: p.value for p in patients}
-        for part in _chunks(patients, self.values_rows):
+        for part in chunks(patients, self.values_rows):
             for row in self.select(own.subjects, {"patient": part}):
                 owner.setdefault(row["subject"], row["patient"].value)
-        triples = self._subject_triples(own, list(owner))
-        if triples is None:
+        by_subject = self._subject_lines(own, list(owner))
+        if by_subject is None:
             return None
         lines: dict[str, list[str]] = {p.value: [] for p in patients}
-        for t in triples:
-            lines[owner[t.subject]].append(_line(t))
+        for subject, mine in by_subject.items():
+            lines[owner[subject]] += mine
         return lines
 
-    def _subject_triples(self, own: Ownership, subjects: list) -> list[ox.Triple] | None:
+    def _subject_lines(self, own: Ownership, subjects: list) -> dict[object, list[str]] | None:
+        """The derived graph's triples about each subject (N-Triples lines); None when one of the
+        subjects or triples is a blank node (``DELETE DATA`` cannot name it)."""
         if any(isinstance(s, ox.BlankNode) for s in subjects):
             return None
-        triples: list[ox.Triple] = []
-        for part in _chunks(subjects, self.values_rows):
-            triples += self.construct(own.triples, {"subject": part})
-        return None if any(_has_blank(t) for t in triples) else triples
+        lines: dict[object, list[str]] = {s: [] for s in subjects}
+        for part in chunks(subjects, self.values_rows):
+            for t in self.construct(own.triples, {"subject": part}):
+                if _has_blank(t):
+                    return None
+                lines[t.subject].append(_line(t))
+        return lines
 
     def _replace_patients(self, own: Ownership, patients: list[ox.NamedNode], triples: Iterable[ox.Triple]) -> None:
         """One update request: delete what the derived graph holds for ``patients``, then insert
@@ -883,25 +874,43 @@ class RemoteStore(Store):
             self.update(" ;\n".join(operations))
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), max(size, 1)):
-        yield items[i : i + size]
+def chunks(items: list, size: int | None) -> Iterator[list]:
+    """``items`` in consecutive slices of ``size`` (one slice when ``size`` is None or 0)."""
+    step = size or len(items) or 1
+    for i in range(0, len(items), step):
+        yield items[i : i + step]
 
 
-def _packed(groups: Iterable[list[str]], budget: int) -> Iterator[list[str]]:
-    """Lines of several groups (one patient's or subject's triples each) in lists of whole groups of at
-    most ``budget`` bytes (a group larger than that alone)."""
-    lines: list[str] = []
-    size = 0
-    for group in groups:
-        more = sum(len(x) + 1 for x in group)
-        if lines and size + more > budget:
-            yield lines
-            lines, size = [], 0
-        lines += group
-        size += more
-    if lines:
-        yield lines
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _packed(groups: Iterable[tuple[K, list[V]]], budget: int, *, size: Callable[[V], int],
+            most: int | None = None, start: list[V] | None = None) -> Iterator[tuple[list[K], list[V]]]:
+    """Groups of items (one patient's or one subject's triples, under its key) in runs of whole groups:
+    at most ``budget`` bytes (``size`` of each item) and ``most`` groups a run, a group larger than the
+    budget alone. ``start`` (items of no key) goes first in the first run. Yields (keys, items)."""
+    keys: list[K] = []
+    items: list[V] = list(start or [])
+    total = sum(map(size, items))
+    for key, group in groups:
+        more = sum(map(size, group))
+        if keys and (total + more > budget or (most is not None and len(keys) >= most)):
+            yield keys, items
+            keys, items, total = [], [], 0
+        keys.append(key)
+        items += group
+        total += more
+    if keys or items:
+        yield keys, items
+
+
+def _line_size(line: str) -> int:
+    return len(line) + 1
+
+
+def _triple_size(t: ox.Triple) -> int:
+    return len(_line(t)) + 1
 
 
 def _line(t: ox.Triple) -> str:
