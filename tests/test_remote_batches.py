@@ -22,7 +22,8 @@ from b12kg import cohort
 from b12kg.errors import ExitCode, InputError
 from b12kg.kb import KnowledgeBase
 from b12kg.sparql import bind
-from b12kg.store import GRAPH_DERIVED, EmbeddedStore, RemoteStore, StoreError
+from b12kg.store import (GRAPH_DERIVED, SCRATCH_PREFIX, SCRATCH_REGISTRY, EmbeddedStore, RemoteStore,
+                         StoreError)
 from b12kg.synth import generate_file
 from conftest import cli
 from servers import open_backend
@@ -409,6 +410,39 @@ def test_a_remote_load_with_a_bad_file_changes_nothing(remote, cohorts, referenc
     assert _graph(remote, "urn:b12kg:dataset:one") == dataset
     assert _graph(remote) == derived
     assert "urn:b12kg:dataset:two" not in remote.graphs()
+
+
+def _scratch(store) -> list[str]:
+    return [g for g in store.graphs() if g.startswith(SCRATCH_PREFIX) or g == SCRATCH_REGISTRY]
+
+
+def test_a_load_stopped_while_filling_leaves_its_scratch_graph_to_the_next_command(remote, cohorts, reference,
+                                                                                     monkeypatch):
+    """A remote load stopped after its first request into the scratch graph leaves the dataset graph as
+    it was and the scratch graph listed in the registry graph; the next command drops both, finding the
+    scratch graph there and not by listing every graph (a scan of every quad on Virtuoso)."""
+    cohort.load(remote, [cohorts["before"]])
+    _derive(remote, FIRST)
+    assert _scratch(remote) == []  # a finished load and derive leave no scratch graph and an empty registry
+    dataset = "urn:b12kg:dataset:cohort"
+    data = _graph(remote, dataset)
+    fill = RemoteStore._fill
+
+    def stopped(self, graph, triples):
+        fill(self, graph, list(triples)[:10])
+        raise StoreError("the server went away")
+
+    monkeypatch.setattr(RemoteStore, "_fill", stopped)
+    with pytest.raises(StoreError, match="went away"):
+        cohort.load(remote, [cohorts["after"]])
+    monkeypatch.undo()
+    assert _scratch(remote) == [SCRATCH_REGISTRY, SCRATCH_PREFIX + dataset]
+    assert _graph(remote, dataset) == data
+    monkeypatch.setattr(RemoteStore, "graphs", lambda self: pytest.fail("drop_scratch listed every graph"))
+    _derive(remote, FIRST)
+    monkeypatch.undo()
+    assert _scratch(remote) == []
+    assert _graph(remote) == reference["before"]
 
 
 def test_batches_are_refused_on_the_embedded_store(tmp_path, cohorts):

@@ -55,6 +55,11 @@ from b12kg.sparql import Term, bind
 from b12kg.namespaces import GRAPH_DERIVED, GRAPH_ONTOLOGY  # noqa: E402  (one place for graph names)
 DATASET_PREFIX = "urn:b12kg:dataset:"
 SCRATCH_PREFIX = "urn:b12kg:scratch:"
+# Remote stores list each scratch graph here while it is filled, so that the next command finds what a
+# stopped run left without listing every graph (which scans every quad on Virtuoso 7.2: 7 s at 10,000
+# patients). An entry: <scratch graph> a sd:NamedGraph.
+SCRATCH_REGISTRY = "urn:b12kg:graph:scratch"
+_SD_NAMED_GRAPH = "http://www.w3.org/ns/sparql-service-description#NamedGraph"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -94,14 +99,17 @@ class Store(ABC):
         """Add triples to a (scratch) graph; returns how many were sent."""
 
     def replace_graph(self, graph: str, triples: Iterable[ox.Triple]) -> int:
-        """Atomically replace ``graph`` with ``triples``: fill a scratch graph, then MOVE it."""
+        """Atomically replace ``graph`` with ``triples``: fill a scratch graph, then MOVE it. The scratch
+        graph is listed in the registry graph from the request that empties it to the one that moves
+        it, so a run stopped in between leaves it where :meth:`drop_scratch` looks."""
         scratch = SCRATCH_PREFIX + graph
-        self.update(f"DROP SILENT GRAPH <{scratch}>")
+        entry = f"GRAPH <{SCRATCH_REGISTRY}> {{ <{scratch}> a <{_SD_NAMED_GRAPH}> }}"
+        self.update(f"DROP SILENT GRAPH <{scratch}> ;\nINSERT DATA {{ {entry} }}")
         count = self._fill(scratch, triples)
         if count == 0:
-            self.update(f"DROP SILENT GRAPH <{graph}>")
+            self.update(f"DROP SILENT GRAPH <{graph}> ;\nDELETE DATA {{ {entry} }}")
         else:
-            self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}>")
+            self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}> ;\nDELETE DATA {{ {entry} }}")
         return count
 
     def construct_nt(self, text: str, bindings: Mapping[str, object] | None = None) -> bytes:
@@ -125,10 +133,14 @@ class Store(ABC):
 
     def drop_scratch(self) -> list[str]:
         """Drop the scratch graphs a stopped (killed) run left behind: queries read the union of all
-        graphs, where they would be seen beside the real ones. Returns the graphs dropped."""
-        stale = [g for g in self.graphs() if g.startswith(SCRATCH_PREFIX)]
-        for g in stale:
-            self.update(f"DROP SILENT GRAPH <{g}>")
+        graphs, where they would be seen beside the real ones. They are those the registry graph
+        lists (:meth:`replace_graph`); one request drops them and the registry. Returns the graphs dropped."""
+        rows = self.select(f"SELECT DISTINCT ?g WHERE {{ GRAPH <{SCRATCH_REGISTRY}> {{ ?g a <{_SD_NAMED_GRAPH}> }} }}")
+        stale = sorted(r["g"].value for r in rows
+                       if isinstance(r["g"], ox.NamedNode) and r["g"].value.startswith(SCRATCH_PREFIX))
+        if stale:
+            self.update(" ;\n".join([*(f"DROP SILENT GRAPH <{g}>" for g in stale),
+                                     f"DROP SILENT GRAPH <{SCRATCH_REGISTRY}>"]))
         return stale
 
     def datasets(self) -> list[str]:
