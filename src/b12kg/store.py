@@ -56,7 +56,8 @@ from b12kg.namespaces import GRAPH_DERIVED, GRAPH_ONTOLOGY  # noqa: E402  (one p
 DATASET_PREFIX = "urn:b12kg:dataset:"
 SCRATCH_PREFIX = "urn:b12kg:scratch:"
 # Remote stores list each scratch graph here while it is filled, so that the next command finds what a
-# stopped run left without listing every graph (which scans every quad on Virtuoso 7.2: 7 s at 10,000
+# stopped run left without listing every graph (on Virtuoso 7.2, with the plan it appears to keep from
+# the first time it saw that query, on an empty store, the list scans every quad: 7 s at 10,000
 # patients). An entry: <scratch graph> a sd:NamedGraph.
 SCRATCH_REGISTRY = "urn:b12kg:graph:scratch"
 _SD_NAMED_GRAPH = "http://www.w3.org/ns/sparql-service-description#NamedGraph"
