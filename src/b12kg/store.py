@@ -61,6 +61,7 @@ SCRATCH_PREFIX = "urn:b12kg:scratch:"
 # patients). An entry: <scratch graph> a sd:NamedGraph.
 SCRATCH_REGISTRY = "urn:b12kg:graph:scratch"
 _SD_NAMED_GRAPH = "http://www.w3.org/ns/sparql-service-description#NamedGraph"
+_RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -104,13 +105,14 @@ class Store(ABC):
         graph is listed in the registry graph from the request that empties it to the one that moves
         it, so a run stopped in between leaves it where :meth:`drop_scratch` looks."""
         scratch = SCRATCH_PREFIX + graph
-        entry = f"GRAPH <{SCRATCH_REGISTRY}> {{ <{scratch}> a <{_SD_NAMED_GRAPH}> }}"
-        self.update(f"DROP SILENT GRAPH <{scratch}> ;\nINSERT DATA {{ {entry} }}")
+        entry = [f"<{scratch}> <{_RDF_TYPE}> <{_SD_NAMED_GRAPH}> ."]
+        self.update(f"DROP SILENT GRAPH <{scratch}> ;\n" + _data_ops("INSERT", SCRATCH_REGISTRY, entry))
         count = self._fill(scratch, triples)
         if count == 0:
-            self.update(f"DROP SILENT GRAPH <{graph}> ;\nDELETE DATA {{ {entry} }}")
+            done = f"DROP SILENT GRAPH <{graph}>"
         else:
-            self.update(f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}> ;\nDELETE DATA {{ {entry} }}")
+            done = f"MOVE SILENT GRAPH <{scratch}> TO GRAPH <{graph}>"
+        self.update(done + " ;\n" + _data_ops("DELETE", SCRATCH_REGISTRY, entry))
         return count
 
     def construct_nt(self, text: str, bindings: Mapping[str, object] | None = None) -> bytes:
