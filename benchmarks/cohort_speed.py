@@ -8,7 +8,9 @@ and one patient from a cold start. Prints a markdown table (medians of --runs ru
     python benchmarks/cohort_speed.py --only-remote --remote-server virtuoso --remote-size 10000   # on Virtuoso
     python benchmarks/cohort_speed.py --only-remote --remote-size 10000 --remote-again   # and derive over it again
 
-Each measurement runs in a fresh Python process, so its peak RSS is its own. Targets (issue): 100k
+Each measurement runs in a fresh Python process, so its peak RSS is its own. The remote rows start
+the test suite's loopback servers (tests/servers.py: the Oxigraph server with the union default
+graph, Virtuoso with its own virtuoso.ini), their database in a temporary folder. Targets: 100k
 patients load + derive ≤ 30 s and ≤ 3 GB; 1M ≤ 6 min; ≥ 100× faster than owlready2 + HermiT;
 one patient cold ≤ 1.5 s. Sizes that would take too long are extrapolated from the measured
 patients/s and marked so.
@@ -88,12 +90,10 @@ if __name__ == "__main__":  # derive starts worker processes (spawn), which impo
 """ % AS_OF
 
 REMOTE = """
-import json, os, subprocess, sys, threading, time
+import json, os, sys, threading, time
 from datetime import date
 from pathlib import Path
 from b12kg import cohort
-from b12kg.serve import free_port, oxigraph_binary, wait_for
-from b12kg.store import RemoteStore
 cohort_file, db, batch, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 replace, datasets, kind, again = sys.argv[5], int(sys.argv[6]), sys.argv[7], sys.argv[8] == "1"
 PATIENT = b"> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> <https://w3id.org/b12kg/ontology#Patient> ."
@@ -133,30 +133,20 @@ if __name__ == "__main__":
                           workers=workers, replace=replace)
             times["again"] = time.perf_counter() - t2
         return t1 - t0, t2 - t1, r
-    if kind == "virtuoso":  # the test suite's loopback Virtuoso: its own virtuoso.ini and database in db
-        sys.path.insert(0, str(Path(cohort.__file__).resolve().parents[2] / "tests"))
-        from servers import virtuoso_server
-        os.makedirs(db, exist_ok=True)
-        with virtuoso_server(Path(db)) as store:
-            ini = str(Path(db) / "virtuoso.ini")
-            pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                       and ini.encode() in (p / "cmdline").read_bytes())
-            threading.Thread(target=server_rss, args=(pid, stop, peak), daemon=True).start()
-            try:
-                load_s, derive_s, r = run(store)
-            finally:
-                stop.set()
-    else:
-        port = free_port()
-        server = subprocess.Popen([oxigraph_binary(), "serve", "--location", db, "--bind", f"127.0.0.1:{port}"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        threading.Thread(target=server_rss, args=(server.pid, stop, peak), daemon=True).start()
+    # the test suite's loopback servers (tests/servers.py): Virtuoso with its own virtuoso.ini, the
+    # Oxigraph server with the union default graph; their database in db
+    sys.path.insert(0, str(Path(cohort.__file__).resolve().parents[2] / "tests"))
+    from servers import oxigraph_server, virtuoso_server
+    os.makedirs(db, exist_ok=True)
+    marker = str(Path(db) / ("virtuoso.ini" if kind == "virtuoso" else "store")).encode()
+    with (virtuoso_server if kind == "virtuoso" else oxigraph_server)(Path(db)) as store:
+        pid = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                   and marker in (p / "cmdline").read_bytes())
+        threading.Thread(target=server_rss, args=(pid, stop, peak), daemon=True).start()
         try:
-            wait_for(f"http://127.0.0.1:{port}/query?query=ASK%%7B%%7D", process=server)
-            load_s, derive_s, r = run(RemoteStore(f"http://127.0.0.1:{port}/query",
-                                                  update_endpoint=f"http://127.0.0.1:{port}/update"))
+            load_s, derive_s, r = run(store)
         finally:
-            stop.set(); server.terminate(); server.wait()
+            stop.set()
     import resource
     print(json.dumps({"load": load_s, "derive": derive_s, "patients": r.evaluated, "problems": len(r.problems),
                       "triples": r.triples, "server_rss_mb": peak[0] / 2**20, **times,
