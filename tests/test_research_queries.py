@@ -280,6 +280,8 @@ def test_blocked_decisions(backend):
     assert all(r.get("whatToRecord") for r in rows if r["kind"] == B12 + "MissingDataFinding")
     assert not any(r["patient"] == patient("metabolic-deficiency") and r["source"] == GL + "missing-homocysteine"
                    for r in rows), "homocysteine was measured"
+    keys = [(r["patient"], r["kind"], r["label"]) for r in rows]
+    assert keys == sorted(keys), "ordered by patient, kind and label (paging with LIMIT / OFFSET relies on it)"
 
 
 def test_recommendation_evidence(backend, guideline):
@@ -298,6 +300,8 @@ def test_recommendation_evidence(backend, guideline):
     got = {(r["statement"], r.get("referenceNumber"), int(r["recommendations"]), int(r["patients"])) for r in rows}
     assert got == expected
     assert len(rows) == len(expected)
+    keys = [(r["statement"], int(r.get("referenceNumber", -1))) for r in rows]
+    assert keys == sorted(keys), "ordered by statement and reference number (unbound first)"
 
 
 @pytest.mark.parametrize("name", ["seed-case", "oral-preference", "no-stroke"])
@@ -319,6 +323,8 @@ def test_recommendations_per_statement(backend, guideline):
     got = {(r["source"], r["status"]): (int(r["recommendations"]), int(r["patients"])) for r in rows}
     assert got == {key: (n, n) for key, n in expected.items()}
     assert got[(GL + "stmt-treatment-2", B12 + "alternative")] == (1, 1)  # oral-preference only
+    keys = [(r["source"], r["status"]) for r in rows]
+    assert keys == sorted(keys), "ordered by source and status"
 
 
 def test_recommendation_provenance(backend, guideline):
