@@ -261,6 +261,61 @@ def test_workers_of_a_killed_derive_do_not_outlive_it(tmp_path):
     assert not left, f"still running 15 s after their derive was killed: {left}"
 
 
+def _serve_in_its_own_group(store: Path) -> subprocess.Popen:
+    """``b12kg serve`` as a user starts it, once its Oxigraph server answers (stderr says so)."""
+    proc = subprocess.Popen([sys.executable, "-m", "b12kg.cli", "serve", "--store", str(store), "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    line = proc.stderr.readline()
+    if "SPARQL endpoint" not in line or not any("serve-read-only" in c for c in _group(proc.pid).values()):
+        _gone_within(proc.pid, 0)
+        pytest.fail(f"serve did not start: {line}")
+    return proc
+
+
+def _gone_within(pgid: int, seconds: float) -> dict[int, str]:
+    import signal
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _group(pgid)
+    for pid in left:  # do not leave them to the rest of the test run
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
+def test_serve_stopped_with_sigterm_stops_its_oxigraph_server(loaded):
+    """``kill``, systemd and container stops send SIGTERM: serve stops like on Ctrl-C (exit 0), and the
+    Oxigraph server behind it stops too instead of keeping the port, its memory and the store's lock."""
+    import signal
+
+    proc = _serve_in_its_own_group(loaded)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=30)
+    finally:
+        left = _gone_within(proc.pid, 15)
+    assert code == 0
+    assert not left, "the Oxigraph server outlived serve"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_serve_killed_takes_its_oxigraph_server_with_it(loaded):
+    """SIGKILL (or the out-of-memory killer) gives serve no chance to stop its server: the kernel
+    sends the server SIGTERM when serve dies."""
+    import signal
+
+    proc = _serve_in_its_own_group(loaded)
+    os.kill(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        left = _gone_within(proc.pid, 15)
+    assert not left, "the Oxigraph server outlived serve"
+
+
 def test_load_checks_every_file_before_changing_anything(tmp_path):
     store = EmbeddedStore(tmp_path / "db")
     with pytest.raises(InputError, match="nope.ttl: no such file"):

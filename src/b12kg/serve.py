@@ -13,7 +13,9 @@ front of it a small policy guard, the only port exposed:
 
 The server reads the embedded store's generation that is current when it starts (holding a shared
 lock on it, so writers do not delete it); a later ``load`` or ``derive`` reaches the endpoint when it
-is restarted.
+is restarted. The Oxigraph server never outlives b12kg: ``serve`` stops it on Ctrl-C, SIGTERM and
+SIGHUP, and on Linux it is also sent SIGTERM by the kernel when b12kg dies (SIGKILL, the
+out-of-memory killer), so no server is left holding the port, its memory and the generation's lock.
 
 SELECT/ASK results are JSON (``application/sparql-results+json``) or CSV when asked for with
 ``Accept: text/csv``; CONSTRUCT/DESCRIBE results are N-Triples.
@@ -21,9 +23,11 @@ SELECT/ASK results are JSON (``application/sparql-results+json``) or CSV when as
 
 from __future__ import annotations
 
+import ctypes
 import html
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -228,6 +232,33 @@ def make_handler(backend: str, policy: Policy):
     return Handler
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _libc_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def _dies_with(parent: int):
+    """A ``preexec_fn``: in the child, before exec, ask the kernel for SIGTERM when the thread that
+    started it ends (the whole of ``b12kg serve``: it starts the server from its main thread), and
+    exit at once if that parent is already gone. Only libc is called between fork and exec."""
+    def prepare() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+    return prepare
+
+
 class Endpoint:
     """The Oxigraph server plus the guard, started together and stopped together."""
 
@@ -262,6 +293,7 @@ class Endpoint:
                  "--bind", f"127.0.0.1:{self.backend_port}", "--union-default-graph",
                  "--timeout-s", str(self.policy.timeout)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(self._lease,),
+                preexec_fn=_dies_with(os.getpid()),
             )
         except OSError as exc:
             self.stop()

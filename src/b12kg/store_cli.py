@@ -8,6 +8,7 @@ stderr and only when it is a terminal.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from datetime import date
@@ -231,12 +232,18 @@ def serve_command(
     from b12kg.serve import Endpoint
 
     endpoint = Endpoint(store, host=host, port=port, timeout=timeout, limit=limit)
-    endpoint.start()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        typer.echo(f"warning: listening on {host}, not only on this machine", err=True)
-    typer.echo(f"SPARQL endpoint {endpoint.url} (query page http://{host}:{endpoint.port}/); "
-               f"timeout {timeout} s, at most {limit} rows; Ctrl-C stops it", err=True)
+
+    def interrupt(signum, frame):  # SIGTERM (kill, systemd, a container stop) and SIGHUP stop it like Ctrl-C
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, interrupt)
     try:
+        endpoint.start()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(f"warning: listening on {host}, not only on this machine", err=True)
+        typer.echo(f"SPARQL endpoint {endpoint.url} (query page http://{host}:{endpoint.port}/); "
+                   f"timeout {timeout} s, at most {limit} rows; Ctrl-C stops it", err=True)
         endpoint.serve_forever()
     except KeyboardInterrupt:
         pass
