@@ -27,8 +27,8 @@ import ctypes
 import html
 import json
 import os
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
