@@ -3,6 +3,8 @@ synthetic cohort is deterministic; the served endpoint is read-only, federation-
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -268,7 +270,7 @@ def _serve_in_its_own_group(store: Path) -> subprocess.Popen:
     line = proc.stderr.readline()
     if "SPARQL endpoint" not in line or not any("serve-read-only" in c for c in _group(proc.pid).values()):
         _gone_within(proc.pid, 0)
-        pytest.fail(f"serve did not start: {line}")
+        pytest.fail(f"serve did not start: {line}{proc.stderr.read()}")
     return proc
 
 
@@ -285,6 +287,19 @@ def _gone_within(pgid: int, seconds: float) -> dict[int, str]:
     return left
 
 
+def test_an_endpoint_stopped_before_it_serves_stops(loaded):
+    """Ctrl-C or SIGTERM just after start, before serve_forever() begins: stop() must not wait for a
+    loop that never ran (it did, forever, and serve hung with its Oxigraph server)."""
+    import threading
+
+    endpoint = Endpoint(loaded, port=0)
+    endpoint.start()
+    stopped = threading.Event()
+    threading.Thread(target=lambda: (endpoint.stop(), stopped.set()), daemon=True).start()
+    assert stopped.wait(20), "stop() waited for a serve_forever() loop that never ran"
+    assert endpoint.process is None
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process groups from /proc (Linux)")
 def test_serve_stopped_with_sigterm_stops_its_oxigraph_server(loaded):
     """``kill``, systemd and container stops send SIGTERM: serve stops like on Ctrl-C (exit 0), and the
@@ -297,7 +312,7 @@ def test_serve_stopped_with_sigterm_stops_its_oxigraph_server(loaded):
         code = proc.wait(timeout=30)
     finally:
         left = _gone_within(proc.pid, 15)
-    assert code == 0
+    assert code == 0, proc.stderr.read()
     assert not left, "the Oxigraph server outlived serve"
 
 
@@ -426,6 +441,35 @@ def test_endpoint_answers_queries_with_the_row_limit(endpoint):
     assert len(json.loads(body)["results"]["bindings"]) == 3
     status, body, headers = post(endpoint.url, query="ASK { ?s a <https://w3id.org/b12kg/ontology#Patient> }")
     assert status == 200 and json.loads(body)["boolean"] is True
+
+
+def post_accepting(url: str, accept: str, query: str) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode({"query": query}).encode(),
+                                     headers={"Accept": accept}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return r.status, r.read(), dict(r.headers)
+
+
+def test_endpoint_cuts_csv_and_n_triples_at_the_row_limit(endpoint):
+    status, body, headers = post_accepting(endpoint.url, "text/csv", "PREFIX b12: <https://w3id.org/b12kg/ontology#> "
+                                           "SELECT ?r WHERE { ?r a b12:Recommendation }")
+    records = list(csv.reader(io.StringIO(body.decode(), newline="")))
+    assert status == 200 and headers["X-B12KG-Truncated"] == "true"
+    assert records[0] == ["r"] and len(records) == 4
+    status, body, headers = post_accepting(endpoint.url, "application/n-triples",
+                                           "CONSTRUCT WHERE { ?s a ?c }")
+    assert status == 200 and headers["X-B12KG-Truncated"] == "true"
+    assert len(list(ox.parse(body, format=ox.RdfFormat.N_TRIPLES))) == 3
+
+
+@pytest.mark.parametrize(("values", "truncated"), [(3, "false"), (4, "true")])
+def test_endpoint_counts_csv_records_not_lines(endpoint, values, truncated):
+    """A quoted CSV value may hold line breaks: the limit counts rows, and a cut never splits one."""
+    texts = [f"line {n}\nand {n}" for n in range(values)]
+    query = "SELECT ?x WHERE { VALUES ?x { %s } } ORDER BY ?x" % " ".join(json.dumps(t) for t in texts)
+    status, body, headers = post_accepting(endpoint.url, "text/csv", query)
+    assert status == 200 and headers["X-B12KG-Truncated"] == truncated
+    assert list(csv.reader(io.StringIO(body.decode(), newline=""))) == [["x"]] + [[t] for t in texts[:3]]
 
 
 @pytest.mark.parametrize("form", [

@@ -7,8 +7,9 @@ front of it a small policy guard, the only port exposed:
 * accepts SPARQL queries only (``GET``/``POST`` on ``/query`` or ``/sparql``); updates are refused
   (403) — the store is opened read-only as well;
 * refuses federation: a query with ``SERVICE`` is rejected (403) before it reaches the store;
-* enforces the row limit: SELECT results are cut to ``limit`` rows (header ``X-B12KG-Truncated``),
-  graph results to ``limit`` triples;
+* enforces the row limit: SELECT results are cut to ``limit`` rows (header ``X-B12KG-Truncated``;
+  CSV by records, not lines), graph results to ``limit`` triples; CSV and N-Triples answers are read
+  from the server only that far, JSON answers whole;
 * answers a small HTML query page on ``/``.
 
 The server reads the embedded store's generation that is current when it starts (holding a shared
@@ -23,8 +24,11 @@ SELECT/ASK results are JSON (``application/sparql-results+json``) or CSV when as
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import html
+import io
+import itertools
 import json
 import os
 import shutil
@@ -136,6 +140,28 @@ WHERE { ?rec a b12:Recommendation ; b12:instantiates ?statement }
 GROUP BY ?statement ORDER BY DESC(?recommendations)"""
 
 
+def _first_lines(stream, count: int) -> tuple[bytes, bool]:
+    """The first ``count`` lines of an N-Triples answer (one triple per line), and whether more follow."""
+    lines = []
+    for _ in range(count):
+        line = stream.readline()
+        if not line:
+            return b"".join(lines), False
+        lines.append(line)
+    return b"".join(lines), bool(stream.readline())
+
+
+def _first_csv_records(stream, count: int) -> tuple[bytes, bool]:
+    """The first ``count`` records of a SPARQL CSV answer, and whether more follow. Records, not lines:
+    a quoted value may hold line breaks."""
+    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
+    records = list(itertools.islice(reader, count))
+    more = next(reader, None) is not None
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(records)
+    return out.getvalue().encode("utf-8"), more
+
+
 def make_handler(backend: str, policy: Policy):
     class Handler(BaseHTTPRequestHandler):
         server_version = "b12kg-guard"
@@ -203,21 +229,25 @@ def make_handler(backend: str, policy: Policy):
             request = urllib.request.Request(
                 backend, data=query.encode("utf-8"),
                 headers={"Content-Type": "application/sparql-query", "Accept": accept}, method="POST")
+            truncated = False
             try:
                 with urllib.request.urlopen(request, timeout=policy.timeout + 5) as response:
-                    data = response.read()
+                    # N-Triples and CSV are read only up to the limit: closing the answer there stops
+                    # the server sending the rest (JSON is read whole, then cut).
+                    if graph_form:
+                        data, truncated = _first_lines(response, policy.limit)
+                    elif wants_csv:
+                        data, truncated = _first_csv_records(response, policy.limit + 1)  # and the header
+                    else:
+                        data = response.read()
             except urllib.error.HTTPError as exc:
                 message = exc.read().decode("utf-8", "replace").strip().splitlines()
                 return self._error(exc.code, message[0] if message else exc.reason)
             except (TimeoutError, OSError):
                 return self._error(HTTPStatus.GATEWAY_TIMEOUT, f"query exceeded the {policy.timeout} s timeout")
-            truncated = False
-            if graph_form or wants_csv:
-                lines = data.splitlines(keepends=True)
-                keep = policy.limit + (1 if wants_csv else 0)
-                truncated = len(lines) > keep
-                data = b"".join(lines[:keep])
-            elif form == "SelectQuery":
+            except (UnicodeDecodeError, csv.Error):
+                return self._error(HTTPStatus.BAD_GATEWAY, "the store returned an unreadable result")
+            if form == "SelectQuery" and not wants_csv:
                 try:
                     doc = json.loads(data)
                 except ValueError:
@@ -274,6 +304,7 @@ class Endpoint:
         self.backend_port = free_port()
         self.process: subprocess.Popen | None = None
         self.httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None  # serve_forever() in the background (``with``)
 
     @property
     def url(self) -> str:
@@ -317,7 +348,13 @@ class Endpoint:
 
     def stop(self) -> None:
         if self.httpd is not None:
-            self.httpd.shutdown()
+            # shutdown() waits for a serve_forever() loop to end: only a loop in another thread (the
+            # context manager's). When serve_forever() ran in this thread it has ended (or, stopped by
+            # a signal just before it began, never started, and shutdown() would wait forever).
+            if self._thread is not None:
+                self.httpd.shutdown()
+                self._thread.join()
+                self._thread = None
             self.httpd.server_close()
             self.httpd = None
         if self.process is not None:
@@ -334,9 +371,8 @@ class Endpoint:
 
     def __enter__(self) -> "Endpoint":
         self.start()
-        import threading
-
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
