@@ -254,12 +254,7 @@ def test_workers_of_a_killed_derive_do_not_outlive_it(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    deadline = time.monotonic() + 15
-    while _group(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = _group(proc.pid)
-    for pid in left:  # do not leave them to the rest of the test run
-        os.kill(pid, signal.SIGKILL)
+    left = _gone_within(proc.pid, 15)
     assert not left, f"still running 15 s after their derive was killed: {left}"
 
 
@@ -426,9 +421,11 @@ def endpoint(loaded):
         yield e
 
 
-def post(url: str, **form) -> tuple[int, bytes, dict]:
+def post(url: str, *, accept: str | None = None, **form) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, data=urllib.parse.urlencode(form).encode(),
+                                     headers={"Accept": accept} if accept else {}, method="POST")
     try:
-        with urllib.request.urlopen(url, data=urllib.parse.urlencode(form).encode(), timeout=60) as r:
+        with urllib.request.urlopen(request, timeout=60) as r:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers)
@@ -443,21 +440,13 @@ def test_endpoint_answers_queries_with_the_row_limit(endpoint):
     assert status == 200 and json.loads(body)["boolean"] is True
 
 
-def post_accepting(url: str, accept: str, query: str) -> tuple[int, bytes, dict]:
-    request = urllib.request.Request(url, data=urllib.parse.urlencode({"query": query}).encode(),
-                                     headers={"Accept": accept}, method="POST")
-    with urllib.request.urlopen(request, timeout=60) as r:
-        return r.status, r.read(), dict(r.headers)
-
-
 def test_endpoint_cuts_csv_and_n_triples_at_the_row_limit(endpoint):
-    status, body, headers = post_accepting(endpoint.url, "text/csv", "PREFIX b12: <https://w3id.org/b12kg/ontology#> "
-                                           "SELECT ?r WHERE { ?r a b12:Recommendation }")
+    status, body, headers = post(endpoint.url, accept="text/csv", query="PREFIX b12: <https://w3id.org/b12kg/ontology#> "
+                                 "SELECT ?r WHERE { ?r a b12:Recommendation }")
     records = list(csv.reader(io.StringIO(body.decode(), newline="")))
     assert status == 200 and headers["X-B12KG-Truncated"] == "true"
     assert records[0] == ["r"] and len(records) == 4
-    status, body, headers = post_accepting(endpoint.url, "application/n-triples",
-                                           "CONSTRUCT WHERE { ?s a ?c }")
+    status, body, headers = post(endpoint.url, accept="application/n-triples", query="CONSTRUCT WHERE { ?s a ?c }")
     assert status == 200 and headers["X-B12KG-Truncated"] == "true"
     assert len(list(ox.parse(body, format=ox.RdfFormat.N_TRIPLES))) == 3
 
@@ -467,7 +456,7 @@ def test_endpoint_counts_csv_records_not_lines(endpoint, values, truncated):
     """A quoted CSV value may hold line breaks: the limit counts rows, and a cut never splits one."""
     texts = [f"line {n}\nand {n}" for n in range(values)]
     query = "SELECT ?x WHERE { VALUES ?x { %s } } ORDER BY ?x" % " ".join(json.dumps(t) for t in texts)
-    status, body, headers = post_accepting(endpoint.url, "text/csv", query)
+    status, body, headers = post(endpoint.url, accept="text/csv", query=query)
     assert status == 200 and headers["X-B12KG-Truncated"] == truncated
     assert list(csv.reader(io.StringIO(body.decode(), newline=""))) == [["x"]] + [[t] for t in texts[:3]]
 
