@@ -142,12 +142,7 @@ GROUP BY ?statement ORDER BY DESC(?recommendations)"""
 
 def _first_lines(stream, count: int) -> tuple[bytes, bool]:
     """The first ``count`` lines of an N-Triples answer (one triple per line), and whether more follow."""
-    lines = []
-    for _ in range(count):
-        line = stream.readline()
-        if not line:
-            return b"".join(lines), False
-        lines.append(line)
+    lines = list(itertools.islice(stream, count))
     return b"".join(lines), bool(stream.readline())
 
 
