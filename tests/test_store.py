@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -449,6 +450,89 @@ def test_endpoint_cuts_csv_and_n_triples_at_the_row_limit(endpoint):
     status, body, headers = post(endpoint.url, accept="application/n-triples", query="CONSTRUCT WHERE { ?s a ?c }")
     assert status == 200 and headers["X-B12KG-Truncated"] == "true"
     assert len(list(ox.parse(body, format=ox.RdfFormat.N_TRIPLES))) == 3
+
+
+def test_endpoint_answers_the_first_rows_of_an_endless_select_at_once(endpoint):
+    """Every answer is read from the server only up to the limit: a SELECT of some 10^13 rows (all
+    triples, three times over) gives its first rows at once, in JSON as in CSV, instead of the guard
+    reading the whole answer into memory until the timeout."""
+    query = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"
+    for accept in (None, "text/csv"):
+        started = time.monotonic()
+        status, body, headers = post(endpoint.url, accept=accept, query=query)
+        assert status == 200 and headers["X-B12KG-Truncated"] == "true", (accept, status, body[:200])
+        assert time.monotonic() - started < 10, accept
+    assert len(json.loads(post(endpoint.url, query=query)[1])["results"]["bindings"]) == 3
+
+
+def test_endpoint_json_keeps_every_kind_of_term(endpoint):
+    """The rows the guard writes back are the store's: IRIs, plain, typed and language-tagged
+    literals, line breaks, blank nodes and unbound values."""
+    query = ('SELECT ?a ?b ?c ?d WHERE { VALUES (?a ?b ?c) { (<urn:x> "s" "1"^^<http://www.w3.org/2001/XMLSchema#integer>) '
+             '("h"@en-GB "x\\ny" UNDEF) } BIND (IF(BOUND(?c), BNODE(), "-1.5e0"^^<http://www.w3.org/2001/XMLSchema#double>) AS ?d) }')
+    status, body, headers = post(endpoint.url, query=query)
+    assert status == 200 and headers["X-B12KG-Truncated"] == "false"
+    got = list(ox.parse_query_results(body, format=ox.QueryResultsFormat.JSON))
+    want = list(ox.Store().query(query))
+    assert len(got) == 2 and isinstance(got[0]["d"], ox.BlankNode) and got[1]["c"] is None
+    assert [[row[v] for v in "abc"] for row in got] == [[row[v] for v in "abc"] for row in want]
+    assert got[1]["d"] == want[1]["d"]
+
+
+def test_the_guards_json_rows_keep_triple_terms():
+    """An RDF 1.2 triple term (a store may hold them; the guard's parser does not take queries that
+    build them) is written back as SPARQL 1.2 JSON results write it."""
+    from b12kg.serve import _first_json_solutions
+
+    store = ox.Store()
+    store.add(ox.Quad(ox.NamedNode("urn:r"), ox.NamedNode("urn:says"),
+                      ox.Triple(ox.NamedNode("urn:s"), ox.NamedNode("urn:p"), ox.Literal("o", language="en"))))
+    answer = io.BytesIO()
+    store.query("SELECT ?t WHERE { ?r ?says ?t }").serialize(answer, ox.QueryResultsFormat.JSON)
+    data, more = _first_json_solutions(io.BytesIO(answer.getvalue()), 3)
+    assert not more
+    assert [row["t"] for row in ox.parse_query_results(data, format=ox.QueryResultsFormat.JSON)] == [
+        ox.Triple(ox.NamedNode("urn:s"), ox.NamedNode("urn:p"), ox.Literal("o", language="en"))]
+
+
+@pytest.mark.parametrize("accept", [None, "text/csv", "application/n-triples"])
+def test_an_answer_cut_off_by_the_store_is_a_bad_gateway(accept):
+    """A store that stops mid-answer (its connection closed inside a chunked body) gives the client a
+    502 with one line, not a dropped connection."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from b12kg.serve import Policy, make_handler
+
+    class Broken(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            return
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", self.headers["Accept"])
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            part = {"text/csv": b"x\r\n\"cut", "application/n-triples": b"<urn:a> <urn:b> <urn:c> .\n<urn:a> <urn:"}.get(
+                self.headers["Accept"], b'{"head":{"vars":["x"]},"results":{"bindings":[{"x":{"type":"uri","value":"urn:a"}},')
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.flush()
+            self.close_connection = True
+
+    store = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    guard = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(f"http://127.0.0.1:{store.server_port}/query",
+                                                               Policy(limit=10, timeout=5)))
+    for server in (store, guard):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        query = "CONSTRUCT WHERE { ?s ?p ?o }" if accept == "application/n-triples" else "SELECT ?x WHERE { ?x ?p ?o }"
+        status, body, _ = post(f"http://127.0.0.1:{guard.server_port}/query", accept=accept, query=query)
+    finally:
+        for server in (guard, store):
+            server.shutdown()
+            server.server_close()
+    assert (status, body) == (502, b"the store returned an unreadable result\n")
 
 
 @pytest.mark.parametrize(("values", "truncated"), [(3, "false"), (4, "true")])

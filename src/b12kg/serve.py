@@ -8,8 +8,9 @@ front of it a small policy guard, the only port exposed:
   (403) — the store is opened read-only as well;
 * refuses federation: a query with ``SERVICE`` is rejected (403) before it reaches the store;
 * enforces the row limit: SELECT results are cut to ``limit`` rows (header ``X-B12KG-Truncated``;
-  CSV by records, not lines), graph results to ``limit`` triples; CSV and N-Triples answers are read
-  from the server only that far, JSON answers whole;
+  CSV by records, not lines), graph results to ``limit`` triples; every answer is read from the
+  server only that far (JSON as a stream of solutions), so the guard's memory is bounded by the limit
+  whatever the query returns;
 * answers a small HTML query page on ``/``.
 
 The server reads the embedded store's generation that is current when it starts (holding a shared
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import html
+import http.client
 import io
 import itertools
 import json
@@ -45,6 +47,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pyoxigraph as ox
 
 from b12kg.errors import B12kgError, ExitCode
 
@@ -141,9 +145,13 @@ GROUP BY ?statement ORDER BY DESC(?recommendations)"""
 
 
 def _first_lines(stream, count: int) -> tuple[bytes, bool]:
-    """The first ``count`` lines of an N-Triples answer (one triple per line), and whether more follow."""
+    """The first ``count`` lines of an N-Triples answer (one triple per line), and whether more follow.
+    A line without its line break is an answer the server cut off (http.client does not say so)."""
     lines = list(itertools.islice(stream, count))
-    return b"".join(lines), bool(stream.readline())
+    following = stream.readline()
+    if not all(line.endswith(b"\n") for line in [*lines, following] if line):
+        raise http.client.IncompleteRead(b"".join(lines) + following)
+    return b"".join(lines), bool(following)
 
 
 def _first_csv_records(stream, count: int) -> tuple[bytes, bool]:
@@ -155,6 +163,40 @@ def _first_csv_records(stream, count: int) -> tuple[bytes, bool]:
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(records)
     return out.getvalue().encode("utf-8"), more
+
+
+def _json_term(term) -> dict:
+    """A term as SPARQL 1.1 (1.2 for triple terms) JSON results write it."""
+    if isinstance(term, ox.NamedNode):
+        return {"type": "uri", "value": term.value}
+    if isinstance(term, ox.BlankNode):
+        return {"type": "bnode", "value": term.value}
+    if isinstance(term, ox.Triple):
+        return {"type": "triple", "value": {"subject": _json_term(term.subject),
+                                            "predicate": _json_term(term.predicate),
+                                            "object": _json_term(term.object)}}
+    out = {"type": "literal", "value": term.value}
+    if term.language:
+        out["xml:lang"] = term.language
+        if term.direction:
+            out["its:dir"] = term.direction
+    elif term.datatype != _XSD_STRING:
+        out["datatype"] = term.datatype.value
+    return out
+
+
+_XSD_STRING = ox.NamedNode("http://www.w3.org/2001/XMLSchema#string")
+
+
+def _first_json_solutions(stream, count: int) -> tuple[bytes, bool]:
+    """The first ``count`` solutions of a SPARQL JSON answer, and whether more follow. Parsed as a
+    stream: the rest of the answer is never read."""
+    solutions = ox.parse_query_results(stream, format=ox.QueryResultsFormat.JSON)
+    names = [v.value for v in solutions.variables]
+    rows = [{name: _json_term(solution[name]) for name in names if solution[name] is not None}
+            for solution in itertools.islice(solutions, count)]
+    more = next(solutions, None) is not None
+    return json.dumps({"head": {"vars": names}, "results": {"bindings": rows}}).encode("utf-8"), more
 
 
 def make_handler(backend: str, policy: Policy):
@@ -227,30 +269,23 @@ def make_handler(backend: str, policy: Policy):
             truncated = False
             try:
                 with urllib.request.urlopen(request, timeout=policy.timeout + 5) as response:
-                    # N-Triples and CSV are read only up to the limit: closing the answer there stops
-                    # the server sending the rest (JSON is read whole, then cut).
+                    # Read only up to the limit: closing the answer there stops the server sending the rest.
                     if graph_form:
                         data, truncated = _first_lines(response, policy.limit)
                     elif wants_csv:
                         data, truncated = _first_csv_records(response, policy.limit + 1)  # and the header
-                    else:
+                    elif form == "SelectQuery":
+                        data, truncated = _first_json_solutions(response, policy.limit)
+                    else:  # ASK: one boolean
                         data = response.read()
             except urllib.error.HTTPError as exc:
                 message = exc.read().decode("utf-8", "replace").strip().splitlines()
                 return self._error(exc.code, message[0] if message else exc.reason)
             except (TimeoutError, OSError):
                 return self._error(HTTPStatus.GATEWAY_TIMEOUT, f"query exceeded the {policy.timeout} s timeout")
-            except (UnicodeDecodeError, csv.Error):
+            except (UnicodeDecodeError, csv.Error, SyntaxError, http.client.HTTPException):
+                # (an answer cut off by the server mid-way, e.g. IncompleteRead, is an HTTPException)
                 return self._error(HTTPStatus.BAD_GATEWAY, "the store returned an unreadable result")
-            if form == "SelectQuery" and not wants_csv:
-                try:
-                    doc = json.loads(data)
-                except ValueError:
-                    return self._error(HTTPStatus.BAD_GATEWAY, "the store returned an unreadable result")
-                rows = doc["results"]["bindings"]
-                truncated = len(rows) > policy.limit
-                doc["results"]["bindings"] = rows[: policy.limit]
-                data = json.dumps(doc).encode()
             self._send(200, data, accept + ("; charset=utf-8" if accept.startswith("text") else ""),
                        {"X-B12KG-Truncated": "true" if truncated else "false"})
 
