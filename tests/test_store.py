@@ -12,7 +12,11 @@ import sys
 import time
 import urllib.error
 import urllib.parse
+import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyoxigraph as ox
@@ -372,6 +376,58 @@ def test_export_round_trips(loaded, tmp_path):
     assert whole.returncode == ExitCode.INPUT and "holds one graph" in whole.stderr
 
 
+def test_an_export_that_fails_part_way_leaves_the_file_as_it_was(tmp_path):
+    """``export -o FILE`` writes beside FILE and renames once complete: an answer cut off by the
+    store part-way is a one-line error (exit 3), FILE keeps its earlier content, nothing is left beside it."""
+    out = tmp_path / "derived.nt"
+    out.write_text("<urn:earlier> <urn:export> <urn:kept> .\n")
+    with _serving(CutOffStore) as port:
+        result = cli("export", "--endpoint", f"http://127.0.0.1:{port}/query", "--graph", "derived", "-f", "nt",
+                     "-o", str(out))
+    assert result.returncode == ExitCode.INPUT, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "reading graph urn:b12kg:graph:derived failed" in result.stderr
+    assert out.read_text() == "<urn:earlier> <urn:export> <urn:kept> .\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["derived.nt"]
+    nowhere = cli("export", "--endpoint", f"http://127.0.0.1:{port}/query", "-o", str(tmp_path / "no" / "x.nq"))
+    assert nowhere.returncode == ExitCode.INPUT and "cannot write" in nowhere.stderr, nowhere.stderr
+
+
+def test_export_to_a_file_is_the_store_and_readable_by_others(loaded, tmp_path):
+    out = tmp_path / "all.nq"
+    assert cli("export", "--store", str(loaded), "-o", str(out)).returncode == 0
+    store = EmbeddedStore(loaded, read_only=True)
+    try:
+        assert len(list(ox.parse(path=str(out), format=ox.RdfFormat.N_QUADS))) == len(store.store)
+    finally:
+        store.close()
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("command", [["synth", "--patients", "20000"], ["export", "--store", "{}", "-f", "nq"],
+                                     ["query", "blocked-decisions", "--store", "{}", "-f", "csv"],
+                                     ["query", "blocked-decisions", "--store", "{}"]])
+def test_a_reader_that_stops_early_is_not_an_error(loaded, command):
+    """``b12kg export | head``: the reader closing the pipe ends the command quietly with exit 0 (not
+    typer's exit 1, which is the findings code, nor an internal error)."""
+    import fcntl
+
+    command = [part.format(loaded) for part in command]
+    read, write = os.pipe()
+    fcntl.fcntl(read, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # so that every output here overfills it
+    process = subprocess.Popen([sys.executable, "-m", "b12kg.cli", *command], stdout=write, stderr=subprocess.PIPE)
+    os.close(write)
+    os.read(read, 10)
+    os.close(read)
+    assert process.wait(120) == 0
+    assert process.stderr.read() == b""
+
+
 def test_cli_load_derive_progress_is_silent_off_a_terminal(tmp_path):
     db = str(tmp_path / "db")
     assert cli("load", str(EXAMPLES / "seed-case.ttl"), "--store", db).returncode == 0
@@ -495,43 +551,48 @@ def test_the_guards_json_rows_keep_triple_terms():
         ox.Triple(ox.NamedNode("urn:s"), ox.NamedNode("urn:p"), ox.Literal("o", language="en"))]
 
 
+@contextmanager
+def _serving(handler) -> Iterator[int]:
+    """An HTTP server on a loopback port for the test's duration; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class CutOffStore(BaseHTTPRequestHandler):
+    """A SPARQL endpoint that stops mid-answer: its connection closed inside a chunked body."""
+
+    def log_message(self, *args):
+        return
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        accept = self.headers["Accept"]
+        self.send_response(200)
+        self.send_header("Content-Type", accept)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        part = {"text/csv": b"x\r\n\"cut", "application/n-triples": b"<urn:a> <urn:b> <urn:c> .\n<urn:a> <urn:"}.get(
+            accept, b'{"head":{"vars":["x"]},"results":{"bindings":[{"x":{"type":"uri","value":"urn:a"}},')
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.flush()
+        self.close_connection = True
+
+
 @pytest.mark.parametrize("accept", [None, "text/csv", "application/n-triples"])
 def test_an_answer_cut_off_by_the_store_is_a_bad_gateway(accept):
-    """A store that stops mid-answer (its connection closed inside a chunked body) gives the client a
-    502 with one line, not a dropped connection."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+    """A store that stops mid-answer gives the guard's client a 502 with one line, not a dropped
+    connection or a partial answer."""
     from b12kg.serve import Policy, make_handler
 
-    class Broken(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            return
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", self.headers["Accept"])
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            part = {"text/csv": b"x\r\n\"cut", "application/n-triples": b"<urn:a> <urn:b> <urn:c> .\n<urn:a> <urn:"}.get(
-                self.headers["Accept"], b'{"head":{"vars":["x"]},"results":{"bindings":[{"x":{"type":"uri","value":"urn:a"}},')
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
-            self.wfile.flush()
-            self.close_connection = True
-
-    store = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    guard = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(f"http://127.0.0.1:{store.server_port}/query",
-                                                               Policy(limit=10, timeout=5)))
-    for server in (store, guard):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        query = "CONSTRUCT WHERE { ?s ?p ?o }" if accept == "application/n-triples" else "SELECT ?x WHERE { ?x ?p ?o }"
-        status, body, _ = post(f"http://127.0.0.1:{guard.server_port}/query", accept=accept, query=query)
-    finally:
-        for server in (guard, store):
-            server.shutdown()
-            server.server_close()
+    with _serving(CutOffStore) as store:
+        with _serving(make_handler(f"http://127.0.0.1:{store}/query", Policy(limit=10, timeout=5))) as guard:
+            query = "CONSTRUCT WHERE { ?s ?p ?o }" if accept == "application/n-triples" else "SELECT ?x WHERE { ?x ?p ?o }"
+            status, body, _ = post(f"http://127.0.0.1:{guard}/query", accept=accept, query=query)
     assert (status, body) == (502, b"the store returned an unreadable result\n")
 
 

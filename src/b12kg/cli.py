@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from b12kg.errors import B12kgError, ExitCode
+from b12kg.errors import B12kgError, ExitCode, OutputClosed
 
 app = typer.Typer(
     add_completion=False,
@@ -96,6 +96,9 @@ def main() -> None:
         sys.exit(int(exc.exit_code))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OutputClosed:  # the reader stopped reading (`b12kg export | head`): not an error of b12kg
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python flushes stdout at exit)
+        sys.exit(int(ExitCode.OK))
     except (typer.BadParameter, typer.Abort) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(int(ExitCode.USAGE))

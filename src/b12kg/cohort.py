@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import pyoxigraph as ox
 
@@ -474,18 +474,13 @@ EXPORT_FORMATS = {"nq": ox.RdfFormat.N_QUADS, "trig": ox.RdfFormat.TRIG, "ttl": 
                   "nt": ox.RdfFormat.N_TRIPLES}
 
 
-def export(store: Store, *, graph: str | None, fmt: str) -> bytes:
+def export(store: Store, *, graph: str | None, fmt: str, output: BinaryIO | None = None) -> bytes | None:
+    """The store, or one graph of it, in ``fmt``: written to ``output`` as it is read (nothing holds the
+    whole export, so a store of any size exports in bounded memory), or returned when there is none."""
     rdf_format = EXPORT_FORMATS[fmt]
     if graph is None and not rdf_format.supports_datasets:
         raise InputError(f"--format {fmt} holds one graph: give --graph, or use nq / trig for the whole store")
-    if isinstance(store, EmbeddedStore):
-        return store.dump(rdf_format, graph)
-    if graph is None:
-        rows = store.select("SELECT ?g ?s ?p ?o WHERE { GRAPH ?g { ?s ?p ?o } }")
-        quads = [ox.Quad(r["s"], r["p"], r["o"], r["g"]) for r in rows]
-        return ox.serialize(quads, format=rdf_format)
-    triples = store.construct("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": ox.NamedNode(graph)})
-    return ox.serialize(triples, format=rdf_format)
+    return store.dump(rdf_format, graph, output)
 
 
 def graph_alias(name: str | None) -> str | None:

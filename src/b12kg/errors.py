@@ -6,6 +6,9 @@ the command line uses for it.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 
 
@@ -62,3 +65,19 @@ class ReasonerError(B12kgError):
     """The OWL reasoner could not run."""
 
     exit_code = ExitCode.REASONER
+
+
+class OutputClosed(Exception):
+    """The reader of standard output stopped reading (``b12kg export | head``): not an error, exit 0.
+    Not an OSError, so that typer's own handling of a closed pipe (exit 1, the findings code) never sees it."""
+
+
+@contextmanager
+def reader_may_stop() -> Iterator[None]:
+    """Around writes to standard output: a closed pipe becomes :class:`OutputClosed`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        raise OutputClosed() from None

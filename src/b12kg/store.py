@@ -36,16 +36,18 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import http.client
+import io
 import json
 import os
 import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import pyoxigraph as ox
 
@@ -92,6 +94,10 @@ class Store(ABC):
 
     @abstractmethod
     def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]: ...
+
+    @abstractmethod
+    def dump(self, fmt: ox.RdfFormat, graph: str | None = None, output: BinaryIO | None = None) -> bytes | None:
+        """Every graph (or ``graph``) serialised in ``fmt``: written to ``output`` as it is read, or returned."""
 
     @abstractmethod
     def update(self, text: str) -> None: ...
@@ -632,10 +638,11 @@ class EmbeddedStore(Store):
     def _fill(self, graph, triples):
         raise StoreError(f"{self.path}: the embedded store fills graphs only inside a new generation")
 
-    def dump(self, fmt: ox.RdfFormat, graph: str | None = None) -> bytes:
+    def dump(self, fmt: ox.RdfFormat, graph: str | None = None, output: BinaryIO | None = None) -> bytes | None:
+        """The store (or one graph) serialised; written to ``output`` as it is read when one is given."""
         if graph is None:
-            return self.store.dump(format=fmt)
-        return self.store.dump(format=fmt, from_graph=ox.NamedNode(graph))
+            return self.store.dump(output, format=fmt)
+        return self.store.dump(output, format=fmt, from_graph=ox.NamedNode(graph))
 
     def close(self) -> None:
         """Release the store and its locks (a writer's data is on disk once each write returns)."""
@@ -723,6 +730,15 @@ class RemoteStore(Store):
         self._client = client
 
     def _query(self, text: str, accept: str) -> bytes:
+        with self._answer(text, accept) as response:
+            try:
+                return response.read()
+            except Exception as exc:  # urllib raises many types
+                raise StoreError(f"{self.endpoint}: query failed: {_first_line(exc)}") from None
+
+    @contextmanager
+    def _answer(self, text: str, accept: str) -> Iterator[BinaryIO]:
+        """The server's answer as a stream, to be parsed as it arrives (for answers as large as the store)."""
         from SPARQLWrapper import POST
 
         w = self._client(self.endpoint)
@@ -733,9 +749,38 @@ class RemoteStore(Store):
         _set_text(w, text)
         w.addCustomHttpHeader("Accept", accept)
         try:
-            return w.query().response.read()
+            response = w.query().response
         except Exception as exc:  # urllib and SPARQLWrapper raise many types
             raise StoreError(f"{self.endpoint}: query failed: {_first_line(exc)}") from None
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def dump(self, fmt: ox.RdfFormat, graph: str | None = None, output: BinaryIO | None = None) -> bytes | None:
+        """The endpoint's graphs (or one graph) serialised, each graph read as a stream of N-Triples
+        (``CONSTRUCT``): nothing holds the whole answer. Blank nodes keep the labels the server gives."""
+        if output is None:
+            buffer = io.BytesIO()
+            self.dump(fmt, graph, buffer)
+            return buffer.getvalue()
+        graphs = [graph] if graph is not None else sorted(
+            r["g"].value for r in self.select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
+            if isinstance(r.get("g"), ox.NamedNode))
+        def statements():
+            for name in graphs:
+                node = ox.NamedNode(name)
+                text = bind("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": node})
+                with self._answer(text, "application/n-triples") as answer:
+                    try:  # (an error writing ``output`` is raised in serialize, not here)
+                        for t in ox.parse(answer, format=ox.RdfFormat.N_TRIPLES):
+                            yield t if graph is not None else ox.Quad(t.subject, t.predicate, t.object, node)
+                    except (OSError, SyntaxError, http.client.HTTPException) as exc:
+                        raise StoreError(f"{self.endpoint}: reading graph {name} failed: {_first_line(exc)}") from None
+
+        with closing(statements()) as stream:
+            ox.serialize(stream, output, format=fmt)
+        return None
 
     def select_with_columns(self, text, bindings=None):
         import json

@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, BinaryIO, Optional
 
 import typer
 
-from b12kg.errors import ExitCode, InputError, UsageError
+from b12kg.errors import ExitCode, InputError, UsageError, reader_may_stop
 
 StoreDir = Annotated[Optional[Path], typer.Option("--store", help="Embedded store folder (created by load).")]
 Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="SPARQL 1.1 query endpoint URL.")]
@@ -164,10 +166,12 @@ def query_command(
         columns, rows = cohort.run_query(s, text, params, source=source)
     finally:
         s.close()
-    if output == "table":
-        cohort.print_table(columns, rows)
-    else:
-        typer.echo(cohort.format_rows(columns, rows, output), nl=False)
+    with reader_may_stop():
+        if output == "table":
+            cohort.print_table(columns, rows)
+        else:
+            typer.echo(cohort.format_rows(columns, rows, output), nl=False)
+        sys.stdout.flush()
 
 
 def export_command(
@@ -182,15 +186,40 @@ def export_command(
 
     if output not in cohort.EXPORT_FORMATS:
         raise InputError(f"--format: {output!r} is not one of {', '.join(cohort.EXPORT_FORMATS)}")
+    name = cohort.graph_alias(graph)
     s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
     try:
-        data = cohort.export(s, graph=cohort.graph_alias(graph), fmt=output)
+        if out is None:
+            with reader_may_stop():
+                cohort.export(s, graph=name, fmt=output, output=sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+        else:
+            with _replacing(out) as f:
+                cohort.export(s, graph=name, fmt=output, output=f)
     finally:
         s.close()
-    if out:
-        out.write_bytes(data)
-    else:
-        sys.stdout.buffer.write(data)
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[BinaryIO]:
+    """A file written beside ``path`` and renamed onto it once complete: an export that fails part-way
+    leaves ``path`` as it was, never a truncated file that looks whole."""
+    try:
+        f = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with f:
+            yield f
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(f.name, 0o666 & ~umask)  # as a file opened for writing would be (the temporary one is 0600)
+        os.replace(f.name, path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(f.name):
+            os.unlink(f.name)
 
 
 def synth_command(
@@ -207,7 +236,9 @@ def synth_command(
         generate_file(out, patients=patients, seed=seed, as_of=day)
         typer.echo(f"wrote {patients} patients to {out}", err=True)
     else:
-        generate(sys.stdout, patients=patients, seed=seed, as_of=day)
+        with reader_may_stop():
+            generate(sys.stdout, patients=patients, seed=seed, as_of=day)
+            sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:
