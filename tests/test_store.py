@@ -428,6 +428,50 @@ def test_a_reader_that_stops_early_is_not_an_error(loaded, command):
     assert process.stderr.read() == b""
 
 
+ENDLESS = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # every triple three times over: ~10^16 rows
+
+
+def test_query_rows_come_as_the_store_evaluates_them(loaded):
+    import itertools
+
+    store = EmbeddedStore(loaded, read_only=True)
+    try:
+        columns, rows = cohort.stream_query(store, ENDLESS, {})
+        assert columns == list("abcdefghi") and len(list(itertools.islice(rows, 3))) == 3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_query_output_begins_before_the_query_ends(loaded, tmp_path, fmt):
+    """``b12kg query -f csv|json`` writes rows as they come: the first lines of a query with no end
+    arrive at once, and the reader stopping there ends the command with exit 0."""
+    q = tmp_path / "endless.rq"
+    q.write_text(ENDLESS + "\n")
+    process = subprocess.Popen([sys.executable, "-m", "b12kg.cli", "query", str(q), "--store", str(loaded), "-f", fmt],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    import select
+
+    head, deadline = b"", time.monotonic() + 60
+    try:
+        while head.count(b"\n") < 3 and time.monotonic() < deadline:
+            if select.select([process.stdout], [], [], 1)[0]:
+                head += os.read(process.stdout.fileno(), 4096)
+        process.stdout.close()
+        assert head.count(b"\n") >= 3, f"no rows within 60 s: {head!r}"
+        assert process.wait(60) == 0
+    finally:
+        process.kill()
+    assert head.startswith(b"a,b,c" if fmt == "csv" else b"[\n  {")
+
+
+def test_json_rows_are_written_as_one_json_array():
+    rows = [{"a": ox.Literal('x"\u00e9\n'), "b": ox.NamedNode("urn:b")}, {"b": ox.Literal("2")}]
+    want = [{"a": 'x"\u00e9\n', "b": "urn:b"}, {"a": "", "b": "2"}]
+    assert cohort.format_rows(["a", "b"], rows, "json") == json.dumps(want, indent=2, ensure_ascii=False) + "\n"
+    assert cohort.format_rows(["a", "b"], [], "json") == "[]\n"
+
+
 def test_cli_load_derive_progress_is_silent_off_a_terminal(tmp_path):
     db = str(tmp_path / "db")
     assert cli("load", str(EXAMPLES / "seed-case.ttl"), "--store", db).returncode == 0

@@ -17,11 +17,12 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TextIO, TypeVar
 
 import pyoxigraph as ox
 
@@ -427,6 +428,14 @@ def resolve_query(kb: KnowledgeBase, name_or_file: str) -> tuple[str, str]:
 
 
 def run_query(store: Store, text: str, params: dict[str, str], *, source: str = "query") -> tuple[list[str], list[dict]]:
+    columns, rows = stream_query(store, text, params, source=source)
+    return columns, list(rows)
+
+
+def stream_query(store: Store, text: str, params: dict[str, str], *, source: str = "query"
+                 ) -> tuple[list[str], Iterator[dict]]:
+    """A query's columns and its rows as the store evaluates them (on the embedded store nothing holds
+    them all). Bad parameters and a query that does not parse raise before the first row."""
     declared = query_parameters(text)
     unknown = set(params) - set(declared)
     if unknown:
@@ -436,26 +445,45 @@ def run_query(store: Store, text: str, params: dict[str, str], *, source: str = 
         raise InputError(f"{source}: missing parameter(s) {', '.join(sorted(missing))} (give --param NAME=VALUE)")
     bindings = {name: _typed(name, declared[name], value) for name, value in params.items()}
     try:
-        return store.select_with_columns(text, bindings)
+        columns, rows = store.select_stream(text, bindings)
     except (SyntaxError, ValueError) as exc:
         raise InputError(f"{source}: {exc}") from None
+
+    def checked() -> Iterator[dict]:
+        try:
+            yield from rows
+        except (SyntaxError, ValueError, OSError) as exc:  # raised while evaluating, after rows went out
+            raise InputError(f"{source}: evaluation failed: {exc}") from None
+
+    return columns, checked()
 
 
 def _plain(term: object) -> str:
     return "" if term is None else term.value
 
 
-def format_rows(columns: list[str], rows: list[dict], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps([{c: _plain(r.get(c)) for c in columns} for r in rows], indent=2, ensure_ascii=False) + "\n"
+def write_rows(columns: list[str], rows: Iterable[dict], fmt: str, out: TextIO) -> None:
+    """Rows as CSV or as a JSON array of {column: value} objects, written as they come."""
     if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv.writer(out)
         writer.writerow(columns)
         for r in rows:
             writer.writerow([_plain(r.get(c)) for c in columns])
-        return buffer.getvalue()
-    raise ValueError(fmt)
+        return
+    if fmt != "json":
+        raise ValueError(fmt)
+    opened = False
+    for r in rows:  # as json.dumps(list, indent=2) writes it, one object at a time
+        out.write(",\n" if opened else "[\n")
+        opened = True
+        out.write(textwrap.indent(json.dumps({c: _plain(r.get(c)) for c in columns}, indent=2, ensure_ascii=False), "  "))
+    out.write("\n]\n" if opened else "[]\n")
+
+
+def format_rows(columns: list[str], rows: list[dict], fmt: str) -> str:
+    buffer = io.StringIO()
+    write_rows(columns, rows, fmt, buffer)
+    return buffer.getvalue()
 
 
 def print_table(columns: list[str], rows: list[dict]) -> None:

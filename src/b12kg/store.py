@@ -92,6 +92,13 @@ class Store(ABC):
                             ) -> tuple[list[str], list[dict[str, Term]]]:
         """A SELECT query's projected variables (as the store reports them) and its rows."""
 
+    def select_stream(self, text: str, bindings: Mapping[str, object] | None = None
+                      ) -> tuple[list[str], Iterator[dict[str, Term]]]:
+        """As :meth:`select_with_columns`, the rows as an iterator; a store that can hands them over as
+        it evaluates them (errors of the query itself are raised here, before any row)."""
+        columns, rows = self.select_with_columns(text, bindings)
+        return columns, iter(rows)
+
     @abstractmethod
     def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]: ...
 
@@ -620,9 +627,13 @@ class EmbeddedStore(Store):
         return self.store.contains_named_graph(ox.NamedNode(graph))
 
     def select_with_columns(self, text, bindings=None):
+        names, rows = self.select_stream(text, bindings)
+        return names, list(rows)
+
+    def select_stream(self, text, bindings=None):
         solutions = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
         names = [v.value for v in solutions.variables]
-        return names, [{n: s[n] for n in names if s[n] is not None} for s in solutions]
+        return names, ({n: s[n] for n in names if s[n] is not None} for s in solutions)
 
     def construct(self, text, bindings=None):
         return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))

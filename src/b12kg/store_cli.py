@@ -163,15 +163,14 @@ def query_command(
     source, text = cohort.resolve_query(KnowledgeBase(), query)
     s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
     try:
-        columns, rows = cohort.run_query(s, text, params, source=source)
+        with reader_may_stop():
+            if output == "table":  # (a table needs every row for its column widths)
+                cohort.print_table(*cohort.run_query(s, text, params, source=source))
+            else:  # rows written as the store evaluates them
+                cohort.write_rows(*cohort.stream_query(s, text, params, source=source), output, sys.stdout)
+            sys.stdout.flush()
     finally:
         s.close()
-    with reader_may_stop():
-        if output == "table":
-            cohort.print_table(columns, rows)
-        else:
-            typer.echo(cohort.format_rows(columns, rows, output), nl=False)
-        sys.stdout.flush()
 
 
 def export_command(
