@@ -465,6 +465,19 @@ def test_query_output_begins_before_the_query_ends(loaded, tmp_path, fmt):
     assert head.startswith(b"a,b,c" if fmt == "csv" else b"[\n  {")
 
 
+def test_a_query_failing_while_it_runs_is_a_one_line_error(loaded, tmp_path):
+    """An error raised while the store evaluates (here a SERVICE nobody answers) is the user's query,
+    not a bug: one line, exit 3 (it was exit 10, internal error)."""
+    from b12kg.serve import free_port
+
+    q = tmp_path / "federated.rq"
+    q.write_text(f"SELECT * WHERE {{ SERVICE <http://127.0.0.1:{free_port()}/sparql> {{ ?s ?p ?o }} }}\n")
+    for fmt in ("csv", "table"):
+        result = cli("query", str(q), "--store", str(loaded), "-f", fmt)
+        assert result.returncode == ExitCode.INPUT, result.stderr
+        assert result.stderr.startswith(f"error: {q}: evaluation failed: ") and result.stderr.count("\n") == 1
+
+
 def test_json_rows_are_written_as_one_json_array():
     rows = [{"a": ox.Literal('x"\u00e9\n'), "b": ox.NamedNode("urn:b")}, {"b": ox.Literal("2")}]
     want = [{"a": 'x"\u00e9\n', "b": "urn:b"}, {"a": "", "b": "2"}]
