@@ -633,11 +633,63 @@ class CutOffStore(BaseHTTPRequestHandler):
         self.send_header("Content-Type", accept)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        part = {"text/csv": b"x\r\n\"cut", "application/n-triples": b"<urn:a> <urn:b> <urn:c> .\n<urn:a> <urn:"}.get(
+        part = {"text/csv": b"x\r\n\"cut", "application/n-triples": b"<urn:a> <urn:b> <urn:c> .\n<urn:a> <urn:",
+                "application/sparql-results+xml": b'<?xml version="1.0"?><sparql xmlns="http://www.w3.org/2005/'
+                b'sparql-results#"><head><variable name="x"/></head><results><result><binding name="x"><uri>urn:a'
+                b'</uri></binding></result><result><binding name="x"><uri>urn:'}.get(
             accept, b'{"head":{"vars":["x"]},"results":{"bindings":[{"x":{"type":"uri","value":"urn:a"}},')
         self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
         self.wfile.flush()
         self.close_connection = True
+
+
+XML_ANSWER = b"""<?xml version="1.0"?><sparql xmlns="http://www.w3.org/2005/sparql-results#"><head><variable name="t"/>
+<variable name="unbound"/></head><results><result><binding name="t"><uri>urn:a</uri></binding></result>
+<result><binding name="t"><bnode>nodeID://b10006</bnode></binding></result>
+<result><binding name="t"><literal xml:lang="en-gb">x</literal></binding></result>
+<result><binding name="t"><literal datatype="http://www.w3.org/2001/XMLSchema#decimal">1.5</literal></binding></result>
+<result><binding name="t"><literal>two
+lines</literal></binding></result><result><binding name="t"><literal></literal></binding></result>
+<result><binding name="t"><triple><subject><uri>urn:s</uri></subject><predicate><uri>urn:p</uri></predicate>
+<object><literal>o</literal></object></triple></binding></result></results></sparql>"""
+
+
+class XmlAnswer(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        return
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/sparql-results+xml")
+        self.send_header("Content-Length", str(len(XML_ANSWER)))
+        self.end_headers()
+        self.wfile.write(XML_ANSWER)
+
+
+def test_remote_rows_are_read_from_xml_results_as_they_arrive():
+    """``b12kg query --endpoint`` reads SPARQL XML results as a stream: every kind of term, Virtuoso's
+    nodeID:// blank nodes (which pyoxigraph's parsers refuse) included."""
+    from b12kg.store import RemoteStore
+
+    with _serving(XmlAnswer) as port:
+        columns, rows = cohort.run_query(RemoteStore(f"http://127.0.0.1:{port}/sparql"), "SELECT ?t ?unbound {}", {})
+    assert columns == ["t", "unbound"] and all(set(r) == {"t"} for r in rows)
+    terms = [r["t"] for r in rows]
+    assert terms[0] == ox.NamedNode("urn:a") and isinstance(terms[1], ox.BlankNode)
+    assert terms[2:] == [ox.Literal("x", language="en-gb"),
+                         ox.Literal("1.5", datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#decimal")),
+                         ox.Literal("two\nlines"), ox.Literal(""),
+                         ox.Triple(ox.NamedNode("urn:s"), ox.NamedNode("urn:p"), ox.Literal("o"))]
+
+
+def test_a_remote_answer_cut_off_part_way_is_a_one_line_error(tmp_path):
+    q = tmp_path / "q.rq"
+    q.write_text("SELECT ?x WHERE { ?x ?p ?o }\n")
+    with _serving(CutOffStore) as port:
+        result = cli("query", str(q), "--endpoint", f"http://127.0.0.1:{port}/sparql", "-f", "csv")
+    assert result.returncode == ExitCode.INPUT, result.stderr
+    assert "reading the answer failed" in result.stderr and result.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("accept", [None, "text/csv", "application/n-triples"])

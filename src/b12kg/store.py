@@ -44,7 +44,7 @@ import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -793,6 +793,42 @@ class RemoteStore(Store):
             ox.serialize(stream, output, format=fmt)
         return None
 
+    def select_stream(self, text, bindings=None):
+        """Rows parsed from SPARQL XML results as they arrive (the JSON of :meth:`select_with_columns`
+        is read whole; pyoxigraph's streaming parsers refuse Virtuoso's ``nodeID://`` blank nodes)."""
+        import xml.etree.ElementTree as ET
+
+        answer = ExitStack()
+        response = answer.enter_context(self._answer(bind(text, bindings), "application/sparql-results+xml"))
+        events = ET.iterparse(response, events=("start", "end"))
+
+        def failed(exc: Exception) -> StoreError:
+            return StoreError(f"{self.endpoint}: reading the answer failed: {_first_line(exc)}")
+
+        columns, results = [], None
+        try:
+            for event, element in events:
+                if event == "end" and element.tag == _SR + "variable":
+                    columns.append(element.get("name"))
+                elif event == "start" and element.tag in (_SR + "results", _SR + "boolean"):
+                    results = element
+                    break
+        except (ET.ParseError, OSError, http.client.HTTPException) as exc:
+            answer.close()
+            raise failed(exc) from None
+
+        def rows() -> Iterator[dict[str, Term]]:
+            with answer:
+                try:
+                    for event, element in events:
+                        if event == "end" and element.tag == _SR + "result":
+                            yield {b.get("name"): _xml_term(b[0]) for b in element.iter(_SR + "binding") if len(b)}
+                            results.clear()  # the rows already given
+                except (ET.ParseError, OSError, http.client.HTTPException, ValueError) as exc:
+                    raise failed(exc) from None
+
+        return columns, rows()
+
     def select_with_columns(self, text, bindings=None):
         import json
 
@@ -1055,13 +1091,41 @@ def _term(value: dict) -> Term:
     kind = value["type"]
     if kind == "uri":
         return ox.NamedNode(value["value"])
-    if kind == "bnode":  # Virtuoso names blank nodes nodeID://b123, not a valid blank node label
-        return ox.BlankNode(re.sub(r"[^A-Za-z0-9_]", "_", value["value"]))
+    if kind == "bnode":
+        return _blank(value["value"])
     if "xml:lang" in value:
         return ox.Literal(value["value"], language=value["xml:lang"])
     if "datatype" in value:
         return ox.Literal(value["value"], datatype=ox.NamedNode(value["datatype"]))
     return ox.Literal(value["value"])
+
+
+_SR = "{http://www.w3.org/2005/sparql-results#}"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def _blank(label: str) -> ox.BlankNode:
+    """Virtuoso names blank nodes nodeID://b123, not a valid blank node label."""
+    return ox.BlankNode(re.sub(r"[^A-Za-z0-9_]", "_", label))
+
+
+def _xml_term(element) -> Term:
+    """A term of SPARQL XML results (``<uri>``, ``<bnode>``, ``<literal>``, SPARQL 1.2 ``<triple>``)."""
+    kind, text = element.tag[len(_SR):], element.text or ""
+    if kind == "uri":
+        return ox.NamedNode(text)
+    if kind == "bnode":
+        return _blank(text)
+    if kind == "triple":
+        parts = {part.tag[len(_SR):]: _xml_term(part[0]) for part in element}
+        return ox.Triple(parts["subject"], parts["predicate"], parts["object"])
+    if kind != "literal":
+        raise ValueError(f"unknown term <{kind}> in the results")
+    if element.get(_XML_LANG):
+        return ox.Literal(text, language=element.get(_XML_LANG))
+    if element.get("datatype"):
+        return ox.Literal(text, datatype=ox.NamedNode(element.get("datatype")))
+    return ox.Literal(text)
 
 
 def open_store(*, store: Path | None = None, endpoint: str | None = None, update_endpoint: str | None = None,
