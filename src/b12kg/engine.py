@@ -128,5 +128,5 @@ class Workspace:
         return [q.triple for q in self.store.quads_for_pattern(None, None, None, self.graph[graph])]
 
     def ask_type(self, subject: ox.NamedNode) -> set[str]:
-        rdf_type = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+        rdf_type = ox.NamedNode(ns.RDF_TYPE)
         return {q.object.value for q in self.store.quads_for_pattern(subject, rdf_type, None, None)}

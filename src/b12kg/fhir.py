@@ -63,7 +63,7 @@ REQUEST_IGNORED = {"entered-in-error", "cancelled"}
 
 _B12 = "https://w3id.org/b12kg/ontology#"
 _XSD = "http://www.w3.org/2001/XMLSchema#"
-_RDF_TYPE = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+_RDF_TYPE = ox.NamedNode(ns.RDF_TYPE)
 _RDFS_LABEL = ox.NamedNode("http://www.w3.org/2000/01/rdf-schema#label")
 _DERIVED_FROM = ox.NamedNode(str(ns.PROV) + "wasDerivedFrom")
 _PROV_ENTITY = ox.NamedNode(str(ns.PROV) + "Entity")

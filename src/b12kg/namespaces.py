@@ -14,6 +14,8 @@ GRAPH_NORMALISED = "urn:b12kg:graph:normalised"
 GRAPH_INFERRED = "urn:b12kg:graph:inferred"
 GRAPH_DERIVED = "urn:b12kg:graph:derived"
 
+RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
+
 GL = Namespace("https://w3id.org/b12kg/guideline#")
 PROV = Namespace("http://www.w3.org/ns/prov#")
 

@@ -28,6 +28,7 @@ from decimal import Decimal
 
 import pyoxigraph as ox
 
+from b12kg import namespaces
 from b12kg.derive import days_per_unit, derive, normalise, schedule
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 B12 = "https://w3id.org/b12kg/ontology#"
-RDF_TYPE = ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type")
+RDF_TYPE = ox.NamedNode(namespaces.RDF_TYPE)
 XSD = "http://www.w3.org/2001/XMLSchema#"
 XSD_DATE = ox.NamedNode(XSD + "date")
 NOT_RECORDED = "not recorded"

@@ -54,7 +54,7 @@ import pyoxigraph as ox
 from b12kg.errors import B12kgError, ExitCode, InputError
 from b12kg.sparql import Term, bind
 
-from b12kg.namespaces import GRAPH_DERIVED, GRAPH_ONTOLOGY  # noqa: E402  (one place for graph names)
+from b12kg.namespaces import GRAPH_DERIVED, GRAPH_ONTOLOGY, RDF_TYPE  # noqa: E402  (one place for graph names)
 DATASET_PREFIX = "urn:b12kg:dataset:"
 SCRATCH_PREFIX = "urn:b12kg:scratch:"
 # Remote stores list each scratch graph here while it is filled, so that the next command finds what a
@@ -63,7 +63,6 @@ SCRATCH_PREFIX = "urn:b12kg:scratch:"
 # patients). An entry: <scratch graph> a sd:NamedGraph.
 SCRATCH_REGISTRY = "urn:b12kg:graph:scratch"
 _SD_NAMED_GRAPH = "http://www.w3.org/ns/sparql-service-description#NamedGraph"
-_RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -118,7 +117,7 @@ class Store(ABC):
         graph is listed in the registry graph from the request that empties it to the one that moves
         it, so a run stopped in between leaves it where :meth:`drop_scratch` looks."""
         scratch = SCRATCH_PREFIX + graph
-        entry = [f"<{scratch}> <{_RDF_TYPE}> <{_SD_NAMED_GRAPH}> ."]
+        entry = [f"<{scratch}> <{RDF_TYPE}> <{_SD_NAMED_GRAPH}> ."]
         self.update(f"DROP SILENT GRAPH <{scratch}> ;\n" + _data_ops("INSERT", SCRATCH_REGISTRY, entry))
         count = self._fill(scratch, triples)
         if count == 0:

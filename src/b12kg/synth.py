@@ -22,12 +22,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO
 
+from b12kg import namespaces
 from b12kg.engine import Workspace
 from b12kg.kb import KnowledgeBase
 
 B12 = "https://w3id.org/b12kg/ontology#"
 XSD = "http://www.w3.org/2001/XMLSchema#"
-RDF_TYPE = "<http://www.w3.org/1999/02/22-rdf-syntax-ns#type>"
+RDF_TYPE = f"<{namespaces.RDF_TYPE}>"
 SCT = "http://snomed.info/id/"
 
 _PARAMETERS = """
