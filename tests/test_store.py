@@ -428,7 +428,7 @@ def test_a_reader_that_stops_early_is_not_an_error(loaded, command):
     assert process.stderr.read() == b""
 
 
-ENDLESS = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # every triple three times over: ~10^16 rows
+ENDLESS = "SELECT * WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"  # every triple three times over: ~10^13 rows here
 
 
 def test_query_rows_come_as_the_store_evaluates_them(loaded):
