@@ -12,7 +12,6 @@ their derived graphs are identical by construction (and the tests check it on re
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
@@ -478,12 +477,6 @@ def write_rows(columns: list[str], rows: Iterable[dict], fmt: str, out: TextIO) 
         opened = True
         out.write(textwrap.indent(json.dumps({c: _plain(r.get(c)) for c in columns}, indent=2, ensure_ascii=False), "  "))
     out.write("\n]\n" if opened else "[]\n")
-
-
-def format_rows(columns: list[str], rows: list[dict], fmt: str) -> str:
-    buffer = io.StringIO()
-    write_rows(columns, rows, fmt, buffer)
-    return buffer.getvalue()
 
 
 def print_table(columns: list[str], rows: list[dict]) -> None:
