@@ -57,10 +57,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=int, default=120)
     args = parser.parse_args()
 
+    scratch = tempfile.TemporaryDirectory(prefix="b12kg-serve-")  # a store built here; removed at exit
     if args.store:
         store_dir = Path(args.store)
     else:
-        work = Path(tempfile.mkdtemp(prefix="b12kg-serve-"))
+        work = Path(scratch.name)
         generate_file(work / "cohort.nt", patients=args.patients, seed=1, as_of=AS_OF)
         store = EmbeddedStore(work / "db")
         cohort.load(store, [work / "cohort.nt"])
