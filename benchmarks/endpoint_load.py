@@ -58,7 +58,8 @@ def main() -> int:
     args = parser.parse_args()
 
     kb = KnowledgeBase()
-    work = Path(tempfile.mkdtemp(prefix="b12kg-load-"))
+    scratch = tempfile.TemporaryDirectory(prefix="b12kg-load-")  # removed at exit
+    work = Path(scratch.name)
     cohort_file = work / "cohort.nt"
     generate_file(cohort_file, patients=args.patients, seed=1, as_of=AS_OF)
     store = EmbeddedStore(work / "db")
