@@ -48,6 +48,43 @@ def test_fhir_seed_case_gives_the_same_recommendations_as_the_turtle_seed_case(n
     assert _summary(FHIR / f"{name}.json") == seed_summary
 
 
+def test_the_articles_patient_as_an_ehr_exports_it_gets_the_articles_answer_with_the_assumption():
+    """A stroke Condition, a B12 Observation, one cyanocobalamin MedicationAdministration and no
+    neurological record (examples/fhir/seed-case-ehr-export.json): covered, hydroxocobalamin 1 mg IM
+    every 2-3 months for life, and the absence of neurological symptoms stated as an assumption."""
+    (doc,) = reports(recommend(FHIR / "seed-case-ehr-export.json", as_of=AS_OF))
+    assert doc["in_scope"] is True
+    (selected,) = [r for r in doc["recommendations"] if r["status"] == "selected"]
+    assert (selected["id"], selected["product"]["id"], selected["dose"], selected["route"], selected["interval_months"],
+            selected["duration"]) == ("stmt-treatment-2", "hydroxocobalamin", {"value": 1, "unit": "mg"}, "intramuscular",
+                                      {"min": 2, "max": 3}, "for life")
+    assert selected["evidence"] == [1]
+    assert [a["id"] for a in doc["assumptions"]] == ["assumption-no-neurological-symptoms"]
+    assert doc["assessment"]["neurological"] == []
+    seed = {k: v for k, v in _summary(SEED_TTL).items() if k != "states"}
+    assert {k: v for k, v in _summary(FHIR / "seed-case-ehr-export.json").items() if k != "states"} == seed
+
+
+def test_every_neurological_assessment_is_kept(tmp_path):
+    """Which assessments count after the stroke is the engine's decision: an earlier report of symptoms
+    is imported beside a later absence, and it keeps the patient outside the article."""
+    bundle = _seed()
+    assessment = next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"
+                      and e["resource"]["code"]["coding"][0]["code"] == "102957003")
+    earlier = copy.deepcopy(assessment)
+    earlier["fullUrl"] = "urn:uuid:5eed0000-0000-4000-8000-000000000099"
+    earlier["resource"]["id"] = "5eed0000-0000-4000-8000-000000000099"
+    earlier["resource"]["effectiveDateTime"] = "2025-07-01"
+    earlier["resource"]["valueBoolean"] = True
+    earlier["resource"].pop("valueCodeableConcept", None)
+    bundle["entry"].append(earlier)
+    path = _write(tmp_path, bundle)
+    result = import_fhir([path])
+    assert len([t for t in result.triples if t.predicate.value == B12 + "hasNeurologicalAssessment"]) == 2
+    (doc,) = reports(recommend(path, as_of=AS_OF))
+    assert [r["id"] for r in doc["not_covered_reasons"]] == ["exclusion-neurological-symptoms"]
+
+
 def test_pmol_variant_keeps_the_exact_decimal():
     result = import_fhir([FHIR / "seed-case-bundle-pmol.json"])
     values = [t.object for t in result.triples if t.predicate.value == B12 + "value"]

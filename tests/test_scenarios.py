@@ -20,13 +20,19 @@ AS_OF = date(2025, 10, 31)
 
 @pytest.fixture(scope="module")
 def space(kb) -> ScenarioSpace:
-    return ScenarioSpace.from_kb(kb)
+    return ScenarioSpace.from_kb(kb, as_of=AS_OF)
 
 
 def test_dimensions_cover_the_guideline_states(space):
     names = {d.name: [level.name for level in d.levels] for d in space.dimensions}
-    assert list(names) == ["b12", "homocysteine", "renal", "neuro", "prior_injection", "oral_preference", "folate", "stroke"]
+    assert list(names) == ["b12", "homocysteine", "renal", "neuro", "treatment", "oral_preference", "folate", "stroke"]
     assert "not recorded" in names["b12"] and "older than the result-currency policy" in names["b12"]
+    assert "conflicting results on one day" in names["b12"] and "B12BelowBorderlineRangeResult" in names["b12"]
+    assert {"present since the stroke", "absent since the stroke", "absent before the stroke",
+            "neurological involvement diagnosis", "not recorded"} == set(names["neuro"])
+    assert {"none", "hydroxocobalamin IM, next dose overdue", "cyanocobalamin IM, lapsed",
+            "oral cyanocobalamin only, recent"} <= set(names["treatment"])
+    assert "EGFRIndicatingRenalImpairmentResult older than the result-currency policy" in names["renal"]
     assert len(space) == len(list(space.scenarios()))
 
 
@@ -37,11 +43,11 @@ def test_band_samples_lie_inside_their_band_and_follow_the_thresholds(space, kb_
             assert band.lower_value is None or value >= band.lower_value
             assert band.upper_value is None or value < band.upper_value
     path = kb_copy.ontology_dir / "guideline.ttl"
-    path.write_text(path.read_text(encoding="utf-8").replace("b12:thresholdValue 258.0", "b12:thresholdValue 200.0"),
+    path.write_text(path.read_text(encoding="utf-8").replace("b12:thresholdValue 133.0", "b12:thresholdValue 100.0"),
                     encoding="utf-8")
-    moved = ScenarioSpace.from_kb(kb_copy)
+    moved = ScenarioSpace.from_kb(kb_copy, as_of=AS_OF)
     b12 = next(v for k, v in moved.bands.items() if k.endswith("#serum-b12"))
-    assert min(b.upper_value for b in b12 if b.upper_value is not None) == Decimal("200.0")
+    assert min(b.upper_value for b in b12 if b.upper_value is not None) == Decimal("100.0")
 
 
 @pytest.mark.parametrize("strength", [2, 3, 4])

@@ -19,7 +19,7 @@ ARTICLE_EVIDENCE = {
     "stmt-monitoring-1": [1], "stmt-monitoring-2": [1], "stmt-monitoring-3": [4], "stmt-monitoring-4": [5],
     "stmt-additional-1": [1], "stmt-additional-2": [6], "stmt-additional-3": [5],
     "stmt-pitfall-1": [1], "stmt-pitfall-2": [3], "stmt-pitfall-3": [1, 7],
-    "action-switch-to-hydroxocobalamin": [1, 3],
+    "action-switch-from-cyanocobalamin": [1, 3],
 }
 
 
@@ -61,18 +61,22 @@ def test_regimen_and_next_dose(seed):
     assert regimen["route"] == "intramuscular"
     assert regimen["interval_months"] == {"min": 2, "max": 3}
     assert regimen["duration"] == "for life"
-    # last injection 2025-08-31; 2 and 3 UCUM months (30.4375 d) later, inside the stated range
-    assert regimen["next_due"] == {"earliest": "2025-10-31", "latest": "2025-11-30"}
+    # last injection 2025-08-31; 2 and 3 calendar months later (CQL/FHIRPath: the 31st clamped to the 30th)
+    assert regimen["next_due"] == {"earliest": "2025-10-31", "latest": "2025-11-30", "status": "dueNow",
+                                   "overdue_since": None}
     assert "https://example.org/b12kg/seed-case#injection-1" in regimen["derived_from"]
     assert "stmt-treatment-1" in recs(doc)  # continue maintenance, no repeated loading doses
-    assert "action-switch-to-hydroxocobalamin" in recs(doc)
+    switch = recs(doc)["action-switch-from-cyanocobalamin"]
+    assert switch["text"] == "Switch from cyanocobalamin to hydroxocobalamin for the maintenance doses"
+    assert switch["derived"] and switch["quote"] is None
+    assert switch["derived_from_statement"]["id"] == "stmt-form-1"
 
 
 def test_monitoring_folate_oral_and_pitfalls(seed):
     doc, _ = seed
     r = recs(doc)
     assert "<10 μmol/L" in r["stmt-monitoring-2"]["text"]
-    assert r["stmt-monitoring-3"]["window"] == {"start": "2026-01-31", "end": "2026-05-01"}
+    assert r["stmt-monitoring-3"]["window"] == {"start": "2026-01-31", "end": "2026-04-30"}
     assert "neurological" in r["stmt-monitoring-4"]["text"]
     assert "folate" in r["stmt-additional-1"]["text"]
     oral = r["stmt-additional-2"]
@@ -94,20 +98,22 @@ def test_every_line_carries_the_articles_reference_numbers(seed):
 def test_text_shows_every_element(seed):
     _, text = seed
     for needle in [
-        "292 pg/mL on 2025-10-24 = 215 pmol/L",
+        "292 pg/mL (215 pmol/L) on 2025-10-24",
         "below the B12 stroke-risk threshold: 215 < 322 pmol/L",
         "436 pg/mL",
         "below the B12 threshold of metabolic B12 deficiency: 215 < 258 pmol/L",
         "borderline low",
         "SELECTED REGIMEN",
-        "hydroxocobalamin 1 mg intramuscular, every 2–3 mo, duration: for life",
-        "next dose due between 2025-10-31 and 2025-11-30",
+        "hydroxocobalamin 1 mg intramuscular, every 2–3 months, duration: for life",
+        "next dose due now (window 2025-10-31 to 2025-11-30)",
         "rather than repeating loading doses [1]",
         "Switch from cyanocobalamin to hydroxocobalamin",
         "Target homocysteine level should be <10 μmol/L for optimal stroke prevention [1]",
-        "due between 2026-01-31 and 2026-05-01",
+        "due between 2026-01-31 and 2026-04-30",
         "ALTERNATIVE REGIMEN",
-        "1000 ug oral",
+        "1000 mcg oral",
+        "B12 treatment: one dose on record (one injection); last: cyanocobalamin 1 mg intramuscular on 2025-08-31",
+        "(derived by b12kg from statement Form 1: hydroxocobalamin preferred [1, 3]; not the article's words)",
         "Do not discontinue B12 supplementation after normalization",
         "[1, 7]",
         "Measure homocysteine",
@@ -120,16 +126,19 @@ def test_next_dose_window_follows_the_last_injection(tmp_path):
     path = tmp_path / "later-injection.ttl"
     path.write_text(text)
     (doc,) = reports(recommend(path, as_of=SEED_AS_OF))
-    assert recs(doc)["stmt-treatment-2"]["next_due"] == {"earliest": "2025-11-10", "latest": "2025-12-10"}
+    assert recs(doc)["stmt-treatment-2"]["next_due"] == {"earliest": "2025-11-10", "latest": "2025-12-10",
+                                                        "status": "notYetDue", "overdue_since": None}
     # maintenance starts at the first maintenance dose, so the B12 recheck moves with it
-    assert recs(doc)["stmt-monitoring-3"]["window"] == {"start": "2026-02-10", "end": "2026-05-11"}
+    assert recs(doc)["stmt-monitoring-3"]["window"] == {"start": "2026-02-10", "end": "2026-05-10"}
 
 
 def test_overdue_dose_starts_maintenance_on_the_evaluation_date():
     (doc,) = reports(recommend(EXAMPLES / "seed-case.ttl", as_of=date(2025, 12, 15)))
     r = recs(doc)
-    assert r["stmt-treatment-2"]["next_due"]["latest"] == "2025-11-30"  # overdue: shown as it is
-    assert r["stmt-monitoring-3"]["window"]["start"] == "2026-03-17"
+    assert r["stmt-treatment-2"]["next_due"] == {"earliest": "2025-10-31", "latest": "2025-11-30",
+                                                "status": "overdue", "overdue_since": "2025-12-01"}
+    assert r["stmt-monitoring-3"]["window"]["start"] == "2026-03-15"
+    assert "next dose due now — OVERDUE since 2025-12-01 (its window was 2025-10-31 to 2025-11-30)" in render_text(doc)
 
 
 def test_changing_the_threshold_in_the_ontology_changes_the_assessment(kb_copy):
@@ -144,5 +153,6 @@ def test_changing_the_threshold_in_the_ontology_changes_the_assessment(kb_copy):
     comparison = {c["threshold"]: c for c in doc["assessment"]["results"]["serum-b12"]["comparisons"]}
     assert comparison["threshold-b12-stroke-risk"]["relation"] == "at or above"
     assert "stmt-assessment-1" not in recs(doc)
+    assert "borderline low" not in render_text(doc)
     text_report = render_text(doc)
     assert re.search(r"at or above the B12 stroke-risk threshold: 215 ≥ 200 pmol/L", text_report)

@@ -358,7 +358,7 @@ def test_query_command_binds_typed_parameters(loaded, tmp_path):
     ok = cli("query", str(q), "--store", str(loaded), "--param", "who=https://example.org/b12kg/seed-case#patient", "-f", "json")
     assert ok.returncode == 0, ok.stderr
     sources = [r["source"].rsplit("#", 1)[-1] for r in json.loads(ok.stdout)]
-    assert "stmt-treatment-2" in sources and "action-switch-to-hydroxocobalamin" in sources
+    assert "stmt-treatment-2" in sources and "action-switch-from-cyanocobalamin" in sources
     injected = cli("query", str(q), "--store", str(loaded), "--param", "who=https://x/p> } UNION { ?rec ?p ?source", "-f", "csv")
     assert injected.returncode == ExitCode.INPUT and "not a valid iri" in injected.stderr
     unknown = cli("query", str(q), "--store", str(loaded), "--param", "whom=x")
@@ -508,7 +508,7 @@ def test_synthetic_cohort_is_deterministic_and_covers_the_dimensions():
     for needle in ['"pg/mL"', '"ng/L"', '"pmol/L"', '"ng/mL"', '"nmol/L"', '"umol/L"', '"mL/min/{1.73_m2}"',
                    "belowReferenceRange", "symptomStatus> <https://w3id.org/b12kg/ontology#present>",
                    "preferredRoute", "cyanocobalamin", "hydroxocobalamin", "snomed.info/id/422504002",
-                   "snomed.info/id/709044004"]:
+                   "snomed.info/id/709044004", "snomed.info/id/302226006", "-b12-2>"]:
         assert needle in a, needle
 
 
@@ -524,10 +524,11 @@ def test_synthetic_cohort_reaches_every_decision(tmp_path):
     store.close()
     sources = {r["source"].value.rsplit("#", 1)[-1] for r in rows}
     assert result.problems == []
-    for expected in ["exclusion-no-stroke", "exclusion-neurological-symptoms", "exclusion-neurological-status-unknown",
-                     "exclusion-no-usable-b12", "exclusion-b12-normal-untreated", "contra-cyanocobalamin-renal",
-                     "action-switch-to-hydroxocobalamin", "action-treat-b12-before-folate", "stmt-form-2",
-                     "missing-homocysteine", "missing-renal-function"]:
+    for expected in ["exclusion-no-stroke", "exclusion-neurological-symptoms", "exclusion-no-usable-b12",
+                     "exclusion-conflicting-b12", "exclusion-b12-below-borderline", "exclusion-untreated",
+                     "exclusion-treatment-lapsed", "contra-cyanocobalamin-renal", "assumption-no-neurological-symptoms",
+                     "action-switch-from-cyanocobalamin", "action-treat-b12-before-folate", "stmt-form-2",
+                     "missing-homocysteine", "missing-renal-function", "missing-confirm-conflict"]:
         assert expected in sources, expected
 
 
@@ -769,7 +770,7 @@ def test_query_columns_are_the_projected_variables(loaded, tmp_path):
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.strip().splitlines()
     assert header == "status,recs,patients"
-    assert len(rows) == 3  # applies, selected, alternative
+    assert len(rows) == 4  # alternative, applies, informs, selected
 
 
 def test_endpoint_answers_concurrent_queries(endpoint):

@@ -568,7 +568,7 @@ def stage_logic(ctx: Context) -> list[Finding]:
         out.append(ctx.finding("check-stage-skipped", "scenarios not evaluated: the bands are broken"))
         return out
     try:
-        space = sc.ScenarioSpace.from_kb(ctx.kb)
+        space = sc.ScenarioSpace.from_kb(ctx.kb, as_of=ctx.as_of)
         chosen = list(space.scenarios()) if ctx.strength is None else sc.covering(space, ctx.strength)
         decisions = sc.evaluate(ctx.kb, chosen, as_of=ctx.as_of, batch_size=300, workers=os.cpu_count() or 1)
     except KnowledgeBaseError as exc:
@@ -644,6 +644,10 @@ def _decision_findings(ctx: Context, decisions, space) -> list[Finding]:
             groups[("logic-conflict-contraindicated", regimen, product)].append(d)
         if d.in_scope and d.not_covered:
             groups[("logic-scope-contradiction", tuple(d.not_covered))].append(d)
+        for statement in d.unworded:
+            groups[("logic-case-specific-unworded", statement)].append(d)
+        for action in d.no_switch_target:
+            groups[("logic-switch-without-target", action)].append(d)
     for key, items in sorted(groups.items(), key=lambda kv: kv[0]):
         check_id = key[0]
         example = items[0].scenario
@@ -662,8 +666,20 @@ def _decision_findings(ctx: Context, decisions, space) -> list[Finding]:
             file, line = ctx.locate(entity)
         elif check_id == "logic-conflict-contraindicated":
             entity = key[1]
-            message = (f"{scope}: selected regimen {ctx.compact(key[1])} gives {ctx.compact(key[2])}, contraindicated by "
-                       f"{', '.join(ctx.compact(c) for c in items[0].contraindicated[key[2]])}; "
+            by = items[0].contraindicated.get(key[2]) or items[0].possibly_contraindicated.get(key[2], [])
+            message = (f"{scope}: recommended regimen {ctx.compact(key[1])} may be satisfied by {ctx.compact(key[2])}, "
+                       f"(possibly) contraindicated by {', '.join(ctx.compact(c) for c in by)}; "
+                       f"e.g. {example.id}: {_describe(example)}")
+            file, line = ctx.locate(entity)
+        elif check_id == "logic-case-specific-unworded":
+            entity = key[1]
+            message = (f"{scope}: {ctx.compact(key[1])} describes the article's own case (b12:caseSpecific) and no "
+                       f"b12:rendering applies, so its words would be asserted about the patient; "
+                       f"e.g. {example.id}: {_describe(example)}")
+            file, line = ctx.locate(entity)
+        elif check_id == "logic-switch-without-target":
+            entity = key[1]
+            message = (f"{scope}: {ctx.compact(key[1])} applies but the selected regimen permits no product to switch to; "
                        f"e.g. {example.id}: {_describe(example)}")
             file, line = ctx.locate(entity)
         else:
@@ -689,13 +705,16 @@ def _write_csv(ctx: Context, decisions, space) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         dims = [d.name for d in space.dimensions]
-        writer.writerow(["scenario", *dims, "in_scope", "selected_regimens", "alternative_regimens",
-                         "not_covered", "contraindicated_products", "missing_data", "gap", "conflict"])
+        writer.writerow(["scenario", *dims, "in_scope", "selected_regimens", "permitted_products",
+                         "alternative_regimens", "not_covered", "assumptions", "contraindicated_products",
+                         "possibly_contraindicated_products", "missing_data", "gap", "conflict"])
         for d in decisions:
             values = d.scenario.values()
             conflict = len(d.selected) > 1 or bool(d.contraindicated_selected)
+            permitted = sorted({p for r in d.selected for p in d.products.get(r, set())})
             writer.writerow([d.scenario.id, *(values[k] for k in dims), str(d.in_scope).lower(), names(d.selected),
-                             names(d.alternatives), names(d.not_covered), names(sorted(d.contraindicated)),
+                             names(permitted), names(d.alternatives), names(d.not_covered), names(d.assumed),
+                             names(sorted(d.contraindicated)), names(sorted(d.possibly_contraindicated)),
                              names(d.missing), str(d.is_gap).lower(), str(conflict).lower()])
 
 

@@ -6,14 +6,14 @@ numbers it uses (factors, thresholds, intervals, result age) are read from the o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
 import pyoxigraph as ox
 
+from b12kg import dates
 from b12kg._version import ENGINE_VERSION
 from b12kg.engine import Workspace
 from b12kg.errors import InvalidPatientData, KnowledgeBaseError
@@ -67,34 +67,37 @@ def recommend(
     if problems:
         raise InvalidPatientData(problems[0], problems=problems)
     evaluation = Evaluation(workspace=ws, source=data, as_of=as_of, reasoner=reasoner)
-    normalise(ws, as_of)
-    classify(ws, reasoner)
-    derive(ws, as_of)
-    schedule(ws, as_of)
+    evaluate(ws, as_of, reasoner)
     return evaluation
 
 
-def days_per_unit(ws: Workspace, unit: str) -> Decimal:
-    """Days in one ``unit`` (UCUM), from the ontology's conversions; asked once per workspace and unit."""
-    cache = ws.memo.setdefault("days-per-unit", {})
-    if unit not in cache:
-        rows = ws.select("schedule/days-per-unit", {"unit": unit})
-        if not rows:
-            raise KnowledgeBaseError(f"no conversion from {unit!r} to days in the ontology")
-        cache[unit] = Decimal(rows[0]["factor"].value)
-    return cache[unit]
+def age_policy(ws: Workspace, kind: str) -> tuple[Decimal, str]:
+    """The one age policy of class ``b12:{kind}`` (its maximum age and calendar unit); asked once per workspace."""
+    cache = ws.memo.setdefault("age-policy", {})
+    if kind not in cache:
+        rows = ws.select("schedule/age-policy", {"kind": ox.NamedNode(B12 + kind)})
+        if len(rows) != 1:
+            raise KnowledgeBaseError(f"expected one b12:{kind} in the ontology, found {len(rows)}")
+        cache[kind] = (Decimal(rows[0]["maxAge"].value), rows[0]["maxAgeUnit"].value)
+    return cache[kind]
+
+
+def oldest_counted(ws: Workspace, kind: str, as_of: date) -> date:
+    """The oldest day a fact may carry and still count under the age policy ``b12:{kind}`` at ``as_of``."""
+    amount, unit = age_policy(ws, kind)
+    return dates.subtract(as_of, amount, unit)
 
 
 def normalise(ws: Workspace, as_of: date) -> None:
-    """Canonical values, then the current result per analyte and the last B12 administration."""
+    """Canonical values, then the current (or conflicting) results per analyte, the B12 doses that count
+    as current treatment, the last B12 administrations and the neurological assessments since the stroke."""
     ws.construct_into("normalised", "normalise/canonical-values")  # later steps read the settled values
-    policy = ws.select("schedule/result-currency")
-    if len(policy) != 1:
-        raise KnowledgeBaseError(f"expected one result currency policy in the ontology, found {len(policy)}")
-    max_days = math.floor(Decimal(policy[0]["maxAge"].value) * days_per_unit(ws, policy[0]["maxAgeUnit"].value))
-    not_before = as_of - timedelta(days=max_days)
-    ws.construct_into("normalised", "normalise/current-results", {"asOf": as_of, "notBefore": not_before})
+    ws.construct_into("normalised", "normalise/current-results",
+                      {"asOf": as_of, "notBefore": oldest_counted(ws, "ResultCurrencyPolicy", as_of)})
+    ws.construct_into("normalised", "normalise/recent-administrations",
+                      {"asOf": as_of, "notBefore": oldest_counted(ws, "TreatmentLapsePolicy", as_of)})
     ws.construct_into("normalised", "normalise/last-administration", {"asOf": as_of})
+    ws.construct_into("normalised", "normalise/assessments-since-stroke")
 
 
 def derive(ws: Workspace, as_of: date) -> None:
@@ -105,9 +108,12 @@ def derive(ws: Workspace, as_of: date) -> None:
     ws.settle("derived")
 
 
-def _window(start: date, low: Decimal, high: Decimal, days: Decimal) -> tuple[date, date]:
-    """[start + ceil(low × days), start + floor(high × days)]: the window never exceeds the stated range."""
-    return start + timedelta(days=math.ceil(low * days)), start + timedelta(days=math.floor(high * days))
+def evaluate(ws: Workspace, as_of: date, reasoner: Reasoner = Reasoner.rules) -> None:
+    """The pipeline after validation, on the patients already in ``ws``: normalise, classify, derive, schedule."""
+    normalise(ws, as_of)
+    classify(ws, reasoner)
+    derive(ws, as_of)
+    schedule(ws, as_of)
 
 
 def _date(value: date) -> ox.Literal:
@@ -115,30 +121,43 @@ def _date(value: date) -> ox.Literal:
 
 
 def schedule(ws: Workspace, as_of: date) -> None:
-    """Next-dose windows from the last injection, and follow-up windows from the start of maintenance."""
+    """Next-dose windows from the last injection (with the dose's status at ``as_of``), and follow-up
+    windows from the start of maintenance. Calendar arithmetic (:mod:`b12kg.dates`)."""
     triples: list[ox.Triple] = []
     maintenance_start: dict[str, date] = {}
+    done: set[str] = set()
     for row in ws.select("schedule/next-dose-inputs", {"asOf": as_of}):
         patient = row["patient"].value
-        if "lastDate" not in row:
+        if "lastDay" not in row:
             maintenance_start.setdefault(patient, as_of)
             continue
-        last = date.fromisoformat(row["lastDate"].value[:10])
-        days = days_per_unit(ws, row["intervalUnit"].value)
-        earliest, latest = _window(last, Decimal(row["intervalMin"].value), Decimal(row["intervalMax"].value), days)
         rec = row["rec"]
+        triples.append(ox.Triple(rec, ox.NamedNode(PROV + "wasDerivedFrom"), row["lastInjection"]))
+        if rec.value in done:
+            continue
+        done.add(rec.value)
+        last = date.fromisoformat(row["lastDay"].value)
+        unit = row["intervalUnit"].value
+        earliest, latest = dates.window(last, Decimal(row["intervalMin"].value), Decimal(row["intervalMax"].value), unit)
+        if as_of < earliest:
+            status = "notYetDue"
+        elif as_of <= latest:
+            status = "dueNow"
+        else:
+            status = "overdue"
+            triples.append(ox.Triple(rec, ox.NamedNode(B12 + "overdueSince"), _date(dates.add(latest, 1, "d"))))
         triples += [
             ox.Triple(rec, ox.NamedNode(B12 + "nextDueEarliest"), _date(earliest)),
             ox.Triple(rec, ox.NamedNode(B12 + "nextDueLatest"), _date(latest)),
-            ox.Triple(rec, ox.NamedNode(PROV + "wasDerivedFrom"), row["lastInjection"]),
+            ox.Triple(rec, ox.NamedNode(B12 + "doseStatus"), ox.NamedNode(B12 + status)),
         ]
         maintenance_start[patient] = max(as_of, earliest)
     for row in ws.select("schedule/follow-up-inputs"):
         if row["anchor"].value != B12 + "maintenanceStart":
             raise KnowledgeBaseError(f"unsupported follow-up anchor {row['anchor'].value}")
         start = maintenance_start.get(row["patient"].value, as_of)
-        days = days_per_unit(ws, row["intervalUnit"].value)
-        first, last = _window(start, Decimal(row["intervalMin"].value), Decimal(row["intervalMax"].value), days)
+        first, last = dates.window(start, Decimal(row["intervalMin"].value), Decimal(row["intervalMax"].value),
+                                   row["intervalUnit"].value)
         triples += [
             ox.Triple(row["rec"], ox.NamedNode(B12 + "windowStart"), _date(first)),
             ox.Triple(row["rec"], ox.NamedNode(B12 + "windowEnd"), _date(last)),

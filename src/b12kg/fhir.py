@@ -675,16 +675,15 @@ class _Mapper:
         self.assessments[patient].append((date.value, fact, triples, resource.label))
 
     def pick_assessments(self) -> None:
-        """The patient vocabulary holds one neurological assessment: the latest counts, older ones are reported."""
+        """Every neurological assessment is kept: which ones count after the stroke is the engine's
+        decision (``gl:neurological-reports-since-stroke``), and an older report of symptoms must not be lost."""
         for patient, items in self.assessments.items():
             items.sort(key=lambda x: (x[0][:10], x[0], x[1].value))
-            *older, (_, fact, triples, label) = items
-            self.triples += triples
-            source = next(r for r in self.resources if r.label == label)
-            self.provenance(fact, source)
-            self.attach(patient, "hasNeurologicalAssessment", fact, "neurological assessments")
-            for _, _, _, old in older:
-                self.report(patient).skip(old, "an older neurological assessment; the latest one is used")
+            for _, fact, triples, label in items:
+                self.triples += triples
+                source = next(r for r in self.resources if r.label == label)
+                self.provenance(fact, source)
+                self.attach(patient, "hasNeurologicalAssessment", fact, "neurological assessments")
 
     # ---- medications
     def medication_concept(self, resource: _Resource) -> dict | None:

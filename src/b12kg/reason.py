@@ -11,6 +11,12 @@
   restriction (``xsd:decimal[>= lower, < upper]``) built here from the threshold individuals, so every
   number is still stated once, in ``ontology/guideline.ttl``.
 
+Classes decided on the record (pertinent negatives: ``b12:closedWorldBase`` / ``b12:closedWorldUnless``,
+"in the base class and in none of the unless classes") are beyond OWL's open world. Both engines
+evaluate them by stratified negation with the same SPARQL rule: the rules engine orders that rule
+after every rule producing a class it negates; HermiT classifies, the rule runs over its result, and
+HermiT classifies again with the new types asserted, until nothing changes.
+
 Both write ``rdf:type`` triples for the patient-side individuals into the ``inferred`` graph.
 """
 
@@ -89,11 +95,13 @@ class _Tbox:
 @dataclass
 class Rule:
     """One compiled rule: a CONSTRUCT query, the named classes (for a property rule: properties or
-    classes) it can add to an individual that lacks them, and those it reads."""
+    classes) it can add to an individual that lacks them, and those it reads (``negates``: those it
+    reads under negation, a closed-world rule's 'unless' classes)."""
 
     text: str
     produces: set[str]
     reads: set[str]
+    negates: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -235,13 +243,57 @@ def _class_rules(ws: Workspace) -> tuple[list[Rule], bool]:
         body = (f"?x a {base} ; <{B12}canonicalValue> ?value . " + " ".join(f[0] for f in filters)
                 + f" FILTER ({' && '.join(f[1] for f in filters)})")
         rules.append(Rule(_construct(up(band.value), "?x", body), up(band.value) - {base.value}, {base.value}))
+    rules += closed_world_rules(tbox, up)
     ordered, acyclic = _order(rules)
+    if not acyclic and any(r.negates for r in rules):
+        raise KnowledgeBaseError("the class definitions have a cycle and the ontology has closed-world classes "
+                                 "(b12:closedWorldBase): remove the cycle so that negation can be stratified")
+    _check_stratified(rules)
     # asserted types first: their superclasses
     asserted = "VALUES (?sub ?super) { " + " ".join(
         f"(<{sub}> <{sup}>)" for sub, sups in sorted(supers.items()) for sup in sorted(sups) if sub != sup
     ) + " }"
     closure = Rule(f"CONSTRUCT {{ ?x a ?super }} WHERE {{ {asserted} ?x a ?sub . }}", set(), set())
     return [closure, *ordered], acyclic
+
+
+def closed_world_rules(tbox: _Tbox, up) -> list[Rule]:
+    """``C`` for every member of its ``b12:closedWorldBase`` classes in none of its ``b12:closedWorldUnless``
+    classes (MINUS: absence on the record, not OWL inference)."""
+    rules = []
+    for cls in sorted(set(tbox.subjects(B12 + "closedWorldBase")), key=str):
+        bases = tbox.objects(cls, B12 + "closedWorldBase")
+        unless = tbox.objects(cls, B12 + "closedWorldUnless")
+        terms = [cls, *bases, *unless]
+        if not all(isinstance(t, ox.NamedNode) for t in terms) or not unless:
+            raise KnowledgeBaseError(f"closed-world class {cls}: b12:closedWorldBase and b12:closedWorldUnless "
+                                     "must name classes (at least one of each)")
+        body = " ".join(f"?x a {b} ." for b in bases) + "".join(f" MINUS {{ ?x a {u} . }}" for u in unless)
+        produced = up(cls.value) - {b.value for b in bases}
+        rules.append(Rule(_construct(up(cls.value), "?x", body), produced,
+                          {t.value for t in (*bases, *unless)}, frozenset(u.value for u in unless)))
+    return rules
+
+
+def _check_stratified(rules: list[Rule]) -> None:
+    """No class may depend on its own absence: a closed-world rule's 'unless' classes must not be
+    produced, directly or through other rules, from what that rule produces."""
+    depends: dict[str, set[str]] = defaultdict(set)  # class -> classes it is produced from
+    for rule in rules:
+        for cls in rule.produces:
+            depends[cls] |= rule.reads
+    for rule in rules:
+        for negated in rule.negates:
+            seen, todo = set(), [negated]
+            while todo:
+                current = todo.pop()
+                if current in rule.produces:
+                    raise KnowledgeBaseError(f"closed-world classes {sorted(rule.produces)} depend on their own "
+                                             f"absence through <{negated}>: negation cannot be stratified")
+                for nxt in depends.get(current, ()):
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
 
 
 def _order(rules: list[Rule]) -> tuple[list[Rule], bool]:
@@ -363,12 +415,12 @@ def band_axioms(ws: Workspace) -> list[ox.Triple]:
     return triples
 
 
-def _reasoner_input(ws: Workspace) -> bytes:
+def _reasoner_input(ws: Workspace, graphs: tuple[str, ...] = ("ontology", "patients", "normalised")) -> bytes:
     """Ontology + band axioms + patient data as N-Triples, without imports and without dates
     (HermiT does not support xsd:date; date logic is done before reasoning)."""
     skip_types = {XSD + "date", XSD + "dateTime", XSD + "gYear"}
     keep = []
-    for name in ("ontology", "patients", "normalised"):
+    for name in graphs:
         for t in ws.triples(name):
             if t.predicate.value == OWL + "imports":
                 continue
@@ -380,15 +432,33 @@ def _reasoner_input(ws: Workspace) -> bytes:
 
 
 def classify_hermit(ws: Workspace) -> None:
-    """Classify with HermiT through owlready2 and copy the patient-side types into ``inferred``."""
+    """Classify with HermiT through owlready2 and copy the patient-side types into ``inferred``; then
+    the closed-world classes, and HermiT again with them asserted, until no closed-world type is new."""
     import owlready2
 
     if shutil.which(owlready2.JAVA_EXE) is None and shutil.which("java") is None:
         raise ReasonerError("HermiT needs Java: install a JRE (Debian: apt-get install default-jre-headless)")
+    tbox = _Tbox(ws.triples("ontology"))
+    supers = _superclasses(tbox)
+    negation = closed_world_rules(tbox, lambda cls: supers.get(cls, {cls}))
+    _hermit_pass(ws, ("ontology", "patients", "normalised"))
+    for _ in range(MAX_ROUNDS):
+        before = ws.size("inferred")
+        for rule in negation:
+            ws.construct_text_into("inferred", rule.text)
+        if ws.size("inferred") == before:
+            return
+        _hermit_pass(ws, ("ontology", "patients", "normalised", "inferred"))
+    raise KnowledgeBaseError(f"closed-world classes did not settle in {MAX_ROUNDS} rounds")
+
+
+def _hermit_pass(ws: Workspace, graphs: tuple[str, ...]) -> None:
+    import owlready2
+
     world = owlready2.World()
     try:
         onto = world.get_ontology("urn:b12kg:reasoner-input")
-        onto.load(fileobj=io.BytesIO(_reasoner_input(ws)), format="ntriples")
+        onto.load(fileobj=io.BytesIO(_reasoner_input(ws, graphs)), format="ntriples")
         # Date ranges (xsd:date) are outside the OWL 2 datatype map; date values are stripped above
         # and date logic runs before reasoning, so HermiT may ignore those range axioms.
         owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0, ignore_unsupported_datatypes=True)

@@ -10,7 +10,8 @@ written here, so a changed threshold changes the scenarios with it.
 derive, schedule from :mod:`b12kg.derive`) over many scenarios at once in one workspace.
 
 >>> from b12kg.kb import KnowledgeBase
->>> space = ScenarioSpace.from_kb(KnowledgeBase())
+>>> from datetime import date
+>>> space = ScenarioSpace.from_kb(KnowledgeBase(), as_of=date(2025, 10, 31))
 >>> [d.name for d in space.dimensions][:3]
 ['b12', 'homocysteine', 'renal']
 """
@@ -29,11 +30,12 @@ from decimal import Decimal
 import pyoxigraph as ox
 
 from b12kg import namespaces
-from b12kg.derive import days_per_unit, derive, normalise, schedule
+from b12kg import dates
+from b12kg.derive import evaluate as evaluate_workspace
+from b12kg.derive import oldest_counted
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
-from b12kg.reason import classify_rules
 
 __all__ = [
     "Band",
@@ -53,6 +55,7 @@ RDF_TYPE = ox.NamedNode(namespaces.RDF_TYPE)
 XSD = "http://www.w3.org/2001/XMLSchema#"
 XSD_DATE = ox.NamedNode(XSD + "date")
 NOT_RECORDED = "not recorded"
+STROKE_AGE_DAYS = 30  #: how long before the evaluation date a scenario's stroke happened (any age works)
 
 
 def _slug(text: str) -> str:
@@ -227,10 +230,13 @@ class ScenarioSpace:
     bands: dict[str, list[Band]] = field(default_factory=dict)
 
     @classmethod
-    def from_kb(cls, kb: KnowledgeBase) -> ScenarioSpace:
+    def from_kb(cls, kb: KnowledgeBase, *, as_of: date) -> ScenarioSpace:
+        """The dimensions, with fact ages for evaluation at ``as_of`` (calendar arithmetic makes the
+        ages of 'older than the policy' facts depend on the date)."""
         ws = Workspace(kb)
         all_bands = bands(ws)
-        stale_days = _max_result_age_days(ws) + 1
+        stale_days = _days_before(ws, "ResultCurrencyPolicy", as_of) + 1
+        lapsed_days = _days_before(ws, "TreatmentLapsePolicy", as_of) + 1
 
         def lab(analyte: str, key: str, value: Decimal, age: int = 0, interpretation: str | None = None) -> Fact:
             code, unit = _analyte_code(ws, analyte)
@@ -248,31 +254,50 @@ class ScenarioSpace:
             return [Level(b.name, (lab(analyte, key, b.sample()),)) for b in found]
 
         b12_levels = band_levels("serum-b12", "b12")
-        stale = b12_levels[0].facts[0]
+        lowest, highest = b12_levels[0].facts[0], b12_levels[-1].facts[0]
         b12_levels += [
             Level(NOT_RECORDED),
-            Level("older than the result-currency policy", (Fact("lab", "b12", stale.properties, stale_days),)),
+            Level("older than the result-currency policy", (Fact("lab", "b12", lowest.properties, stale_days),)),
+            Level("conflicting results on one day", (lowest, Fact("lab", "b12-other", highest.properties))),
         ]
         hcy_levels = band_levels("homocysteine", "homocysteine") + [Level(NOT_RECORDED)]
+        egfr_levels = band_levels("egfr", "egfr")
         renal_levels = [
             Level("renal impairment diagnosis", (_condition(ws, "RenalImpairment", "renal"),)),
-            *band_levels("egfr", "egfr"),
+            *egfr_levels,
+            *(Level(f"{level.name} older than the result-currency policy",
+                    (Fact("lab", "egfr", level.facts[0].properties, stale_days),)) for level in egfr_levels),
             Level(NOT_RECORDED),
         ]
+        stroke = _condition(ws, "Stroke", "stroke", age=STROKE_AGE_DAYS)
         neuro_levels = [
-            Level(status, (Fact("neuro", "neuro", (("symptomStatus", _b12(status)),)),)) for status in ("present", "absent")
-        ] + [Level(NOT_RECORDED)]
+            Level(f"{status} since the stroke", (Fact("neuro", "neuro", (("symptomStatus", _b12(status)),)),))
+            for status in ("present", "absent")
+        ] + [
+            Level("absent before the stroke", (Fact("neuro", "neuro", (("symptomStatus", _b12("absent")),),
+                                                   STROKE_AGE_DAYS + 1),)),
+            Level("neurological involvement diagnosis", (_condition(ws, "NeurologicalInvolvement", "neuro"),)),
+            Level(NOT_RECORDED),
+        ]
         dose = ws.select("check/route-dose", {"route": _b12("intramuscular")})
-        dose_props: tuple[tuple[str, object], ...] = ()
-        if dose:
-            dose_props = (("doseValue", Decimal(dose[0]["doseValue"].value)), ("doseUnit", dose[0]["doseUnit"].value))
-        injection_levels = [Level("none")] + [
-            Level(
-                f"{substance} IM",
-                (Fact("administration", "injection",
-                      (("substance", _b12(substance)), *dose_props, ("route", _b12("intramuscular")))),),
-            )
-            for substance in ("cyanocobalamin", "hydroxocobalamin")
+        if not dose:
+            raise KnowledgeBaseError("no regimen by the intramuscular route in the ontology")
+        dose_props = (("doseValue", Decimal(dose[0]["doseValue"].value)), ("doseUnit", dose[0]["doseUnit"].value))
+        interval_days = (as_of - dates.subtract(as_of, Decimal(dose[0]["intervalMax"].value),
+                                                dose[0]["intervalUnit"].value)).days
+
+        def given(substance: str, route: str, age: int) -> tuple[Fact, ...]:
+            return (Fact("administration", "dose", (("substance", _b12(substance)), *dose_props,
+                                                    ("route", _b12(route))), age),)
+
+        treatment_levels = [
+            Level("none"),
+            Level("cyanocobalamin IM, recent", given("cyanocobalamin", "intramuscular", 0)),
+            Level("hydroxocobalamin IM, recent", given("hydroxocobalamin", "intramuscular", 0)),
+            Level("hydroxocobalamin IM, next dose overdue",
+                  given("hydroxocobalamin", "intramuscular", (interval_days + lapsed_days) // 2)),
+            Level("cyanocobalamin IM, lapsed", given("cyanocobalamin", "intramuscular", lapsed_days)),
+            Level("oral cyanocobalamin only, recent", given("cyanocobalamin", "oral", 0)),
         ]
         oral_levels = [
             Level("prefers oral", (Fact("preference", "preference", (("preferredRoute", _b12("oral")),)),)),
@@ -283,13 +308,13 @@ class ScenarioSpace:
             Level(f"flagged {flag}", (lab(folate, "folate", Decimal(1), interpretation=flag),))
             for flag in ("belowReferenceRange", "withinReferenceRange")
         ] + [Level(NOT_RECORDED)]
-        stroke_levels = [Level("stroke", (_condition(ws, "Stroke", "stroke"),)), Level("no stroke")]
+        stroke_levels = [Level("stroke", (stroke,)), Level("no stroke")]
         dims = [
             Dimension("b12", tuple(b12_levels)),
             Dimension("homocysteine", tuple(hcy_levels)),
             Dimension("renal", tuple(renal_levels)),
             Dimension("neuro", tuple(neuro_levels)),
-            Dimension("prior_injection", tuple(injection_levels)),
+            Dimension("treatment", tuple(treatment_levels)),
             Dimension("oral_preference", tuple(oral_levels)),
             Dimension("folate", tuple(folate_levels)),
             Dimension("stroke", tuple(stroke_levels)),
@@ -307,11 +332,9 @@ class ScenarioSpace:
             yield Scenario(id=f"s{number:0{width}d}", levels=tuple(zip(names, combo)))
 
 
-def _max_result_age_days(ws: Workspace) -> int:
-    policy = ws.select("schedule/result-currency")
-    if len(policy) != 1:
-        raise KnowledgeBaseError(f"expected one result currency policy in the ontology, found {len(policy)}")
-    return math.floor(Decimal(policy[0]["maxAge"].value) * days_per_unit(ws, policy[0]["maxAgeUnit"].value))
+def _days_before(ws: Workspace, policy: str, as_of: date) -> int:
+    """How many days before ``as_of`` the age policy ``b12:{policy}`` reaches (calendar arithmetic)."""
+    return (as_of - oldest_counted(ws, policy, as_of)).days
 
 
 def _analyte_code(ws: Workspace, analyte: str) -> tuple[str | None, str]:
@@ -322,11 +345,11 @@ def _analyte_code(ws: Workspace, analyte: str) -> tuple[str | None, str]:
     return (code.value if code is not None else None), rows[0]["canonicalUnit"].value
 
 
-def _condition(ws: Workspace, class_local: str, key: str) -> Fact:
+def _condition(ws: Workspace, class_local: str, key: str, age: int = 0) -> Fact:
     rows = ws.select("check/condition-codes", {"class": _b12(class_local)})
     if rows:
-        return Fact("condition", key, (("code", rows[0]["code"]),))
-    return Fact("condition", key, (), types=(B12 + class_local,))  # no coded value set: the class itself
+        return Fact("condition", key, (("code", rows[0]["code"]),), age)
+    return Fact("condition", key, (), age, types=(B12 + class_local,))  # no coded value set: the class itself
 
 
 # ------------------------------------------------------------------------------------ evaluation
@@ -338,10 +361,14 @@ class Decision:
     in_scope: bool = False
     selected: list[str] = field(default_factory=list)  #: regimen IRIs
     alternatives: list[str] = field(default_factory=list)
-    products: dict[str, str] = field(default_factory=dict)  #: regimen IRI -> product IRI
+    products: dict[str, set[str]] = field(default_factory=dict)  #: regimen IRI -> products that may satisfy it
     not_covered: list[str] = field(default_factory=list)  #: scope exclusion IRIs
     contraindicated: dict[str, list[str]] = field(default_factory=dict)  #: product -> contraindications
+    possibly_contraindicated: dict[str, list[str]] = field(default_factory=dict)  #: product -> contraindications
     missing: list[str] = field(default_factory=list)  #: missing-data rule IRIs
+    assumed: list[str] = field(default_factory=list)  #: assumption IRIs
+    unworded: list[str] = field(default_factory=list)  #: case-specific statements with no applicable rendering
+    no_switch_target: list[str] = field(default_factory=list)  #: switching actions with nothing to switch to
 
     @property
     def is_gap(self) -> bool:
@@ -350,8 +377,11 @@ class Decision:
 
     @property
     def contraindicated_selected(self) -> list[tuple[str, str]]:
-        """(regimen, product) pairs where a selected regimen's product is contraindicated."""
-        return [(r, self.products[r]) for r in self.selected if self.products.get(r) in self.contraindicated]
+        """(regimen, product) pairs where a selected or alternative regimen may be satisfied by a product
+        that is contraindicated, or possibly contraindicated, for the patient."""
+        forbidden = set(self.contraindicated) | set(self.possibly_contraindicated)
+        return [(r, p) for r in self.selected + self.alternatives for p in sorted(self.products.get(r, set()))
+                if p in forbidden]
 
 
 SCENARIO_IRI_BASE = "urn:b12kg:scenario:"
@@ -386,10 +416,7 @@ def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, share
     for scenario in batch:
         triples += build_patient(SCENARIO_IRI_BASE, scenario, as_of, shared_facts=shared_facts)
     ws.add_triples("patients", triples)
-    normalise(ws, as_of)
-    classify_rules(ws)
-    derive(ws, as_of)
-    schedule(ws, as_of)
+    evaluate_workspace(ws, as_of)
     by_iri = {SCENARIO_IRI_BASE + s.id: Decision(scenario=s) for s in batch}
     for row in ws.select("check/scenario-decisions"):
         decision = by_iri.get(row["patient"].value)
@@ -404,20 +431,24 @@ def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, share
             target = decision.selected if status == "selected" else decision.alternatives
             if item not in target:
                 target.append(item)
+            decision.products.setdefault(item, set())
             if "product" in row:
-                decision.products[item] = row["product"].value
+                decision.products[item].add(row["product"].value)
         elif kind == "not-covered" and item:
             decision.not_covered.append(item)
         elif kind == "contraindicated" and item:
             decision.contraindicated.setdefault(item, []).append(row["source"].value)
-        elif kind == "missing" and item:
-            decision.missing.append(item)
+        elif kind == "possibly-contraindicated" and item:
+            decision.possibly_contraindicated.setdefault(item, []).append(row["source"].value)
+        elif kind in ("missing", "assumed", "unworded", "no-switch-target") and item:
+            getattr(decision, kind.replace("-", "_")).append(item)
     out = list(by_iri.values())
     for d in out:
         d.selected.sort()
         d.alternatives.sort()
         d.not_covered.sort()
         d.missing.sort()
+        d.assumed.sort()
     return out
 
 

@@ -6,10 +6,12 @@ thresholds (read from the ontology), so every band is populated whatever the thr
 and codes come from the ontology's conversions and LOINC bindings.
 
 Dimensions: stroke (coded three ways, or absent), serum B12 (each band, each unit, sometimes a
-history of older results or a result too old to use, sometimes none), homocysteine (each band or
-none), folate (low / normal flag, both units, or none), renal status (CKD diagnosis, eGFR in each band,
-or nothing recorded), neurological symptoms (present / absent / not recorded), prior B12 (none,
-cyanocobalamin or hydroxocobalamin injections, oral), oral preference.
+history of older results, two results of one day that may conflict, a result too old to use, or
+none), homocysteine (each band or none), folate (low / normal flag, both units, or none), renal status
+(CKD diagnosis, eGFR in each band, current or older than a year, or nothing recorded), neurological
+record (an assessment since the stroke, present or absent; one dated before the stroke; a diagnosis of
+neurological involvement; or nothing), prior B12 (none, cyanocobalamin or hydroxocobalamin injections,
+oral; recent, overdue or lapsed), oral preference.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _lab(w: _Writer, rng: random.Random, patient: str, fact: str, info: AnalyteI
 
 
 def write_patient(w: _Writer, rng: random.Random, base: str, i: int, as_of: date,
-                  info: dict[str, AnalyteInfo]) -> None:
+                  info: dict[str, AnalyteInfo], neuropathy_code: str | None = None) -> None:
     p = _iri(f"{base}p{i}")
     f = f"{base}p{i}-"
     w.t(p, RDF_TYPE, _b("Patient"))
@@ -129,16 +131,22 @@ def write_patient(w: _Writer, rng: random.Random, base: str, i: int, as_of: date
         return as_of - timedelta(days=rng.randint(min_days, max_days))
 
     # stroke: coded as stroke, ischaemic stroke, history of stroke, or absent
+    onset: date | None = None
     if rng.random() < 0.9:
         c = _iri(f + "stroke")
+        onset = day(3000, 30)
         w.t(p, _b("hasCondition"), c)
         w.t(c, RDF_TYPE, _b("Condition"))
         w.t(c, _b("code"), _iri(SCT + rng.choice(["230690007", "422504002", "275526006"])))
-        w.t(c, _b("onsetDate"), _lit(day(3000, 30).isoformat(), "date"))
-    # serum B12: none, one current result, a history, or only a stale one
+        w.t(c, _b("onsetDate"), _lit(onset.isoformat(), "date"))
+    # serum B12: none, one current result, a history, or only a stale one; sometimes two results of one
+    # day that may disagree (a data conflict)
     r = rng.random()
     if r < 0.85:
-        _lab(w, rng, p, _iri(f + "b12-1"), info["serum-b12"], day(300))
+        latest = day(300)
+        _lab(w, rng, p, _iri(f + "b12-1"), info["serum-b12"], latest)
+        if rng.random() < 0.05:
+            _lab(w, rng, p, _iri(f + "b12-2"), info["serum-b12"], latest)
         if rng.random() < 0.3:
             _lab(w, rng, p, _iri(f + "b12-0"), info["serum-b12"], day(700, 320))
     elif r < 0.92:
@@ -148,20 +156,37 @@ def write_patient(w: _Writer, rng: random.Random, base: str, i: int, as_of: date
     if rng.random() < 0.5:
         flag = "belowReferenceRange" if rng.random() < 0.3 else "withinReferenceRange"
         _lab(w, rng, p, _iri(f + "folate"), info["folate"], day(300), interpretation=flag)
+    # renal status: a CKD diagnosis, an eGFR (sometimes older than a year), or nothing
     r = rng.random()
     if r < 0.2:
         c = _iri(f + "ckd")
         w.t(p, _b("hasCondition"), c)
         w.t(c, RDF_TYPE, _b("Condition"))
         w.t(c, _b("code"), _iri(SCT + "709044004"))
-    elif r < 0.6:
+    elif r < 0.5:
         _lab(w, rng, p, _iri(f + "egfr"), info["egfr"], day(300))
+    elif r < 0.6:
+        _lab(w, rng, p, _iri(f + "egfr"), info["egfr"], day(800, 380))
+    # neurological record: an assessment since the stroke (absent / present), one before it, a
+    # diagnosis of neurological involvement, or nothing (as in most EHR exports)
     r = rng.random()
-    if r < 0.85:
+    if r < 0.75:
         n = _iri(f + "neuro")
         w.t(p, _b("hasNeurologicalAssessment"), n)
         w.t(n, RDF_TYPE, _b("NeurologicalAssessment"))
-        w.t(n, _b("symptomStatus"), _b("absent" if r < 0.7 else "present"))
+        w.t(n, _b("symptomStatus"), _b("absent" if r < 0.6 else "present"))
+        since = onset if onset is not None else as_of - timedelta(days=30)
+        if r < 0.05 and onset is not None:
+            when = onset - timedelta(days=rng.randint(1, 400))  # before the stroke: counts neither way
+        else:
+            when = since + timedelta(days=rng.randint(0, max(0, (as_of - since).days)))
+        w.t(n, _b("effectiveDate"), _lit(when.isoformat(), "date"))
+    elif r < 0.8 and neuropathy_code:
+        c = _iri(f + "neuropathy")
+        w.t(p, _b("hasCondition"), c)
+        w.t(c, RDF_TYPE, _b("Condition"))
+        w.t(c, _b("code"), _iri(neuropathy_code))
+    # B12 doses: recent, overdue, or lapsed (up to well past the treatment-lapse period)
     for k in range(rng.choice([0, 0, 1, 1, 2, 3])):
         a = _iri(f + f"dose-{k}")
         substance, route = rng.choice(
@@ -174,7 +199,7 @@ def write_patient(w: _Writer, rng: random.Random, base: str, i: int, as_of: date
         w.t(a, _b("route"), _b(route))
         w.t(a, _b("doseValue"), _lit("1", "decimal"))
         w.t(a, _b("doseUnit"), _lit("mg"))
-        w.t(a, _b("effectiveDate"), _lit(day(200).isoformat(), "date"))
+        w.t(a, _b("effectiveDate"), _lit(day(400).isoformat(), "date"))
     if rng.random() < 0.15:
         t = _iri(f + "preference")
         w.t(p, _b("hasTreatmentPreference"), t)
@@ -182,15 +207,25 @@ def write_patient(w: _Writer, rng: random.Random, base: str, i: int, as_of: date
         w.t(t, _b("preferredRoute"), _b("oral"))
 
 
+def _neuropathy_code(kb: KnowledgeBase) -> str | None:
+    """A code of the neurological-involvement value set (read from the ontology), if it has one."""
+    import pyoxigraph as ox
+
+    rows = Workspace(kb).select("check/condition-codes", {"class": ox.NamedNode(B12 + "NeurologicalInvolvement")})
+    return rows[0]["code"].value if rows else None
+
+
 def generate(out: IO[str], *, patients: int, seed: int, as_of: date, kb: KnowledgeBase | None = None,
              base: str | None = None) -> int:
     """Write ``patients`` synthetic patients as N-Triples to ``out``; returns the number written."""
-    info = analyte_info(kb or KnowledgeBase())
+    kb = kb or KnowledgeBase()
+    info = analyte_info(kb)
+    neuropathy = _neuropathy_code(kb)
     rng = random.Random(seed)
     base = base or f"https://example.org/b12kg/synth/{seed}/"
     w = _Writer(out)
     for i in range(patients):
-        write_patient(w, rng, base, i, as_of, info)
+        write_patient(w, rng, base, i, as_of, info, neuropathy)
         if len(w.lines) > 50_000:
             w.flush()
     w.flush()
