@@ -171,6 +171,7 @@ kb = KnowledgeBase()
 ws = Workspace(kb)
 ontology = rdflib.Graph().parse(data=ox.serialize(ws.triples("ontology"), format=ox.RdfFormat.N_TRIPLES), format="nt")
 bands = [r.text for r in reason.compile_rules(ws) if "canonicalValue" in r.text]  # OWL RL has no datatype facets
+negation = [r.text for r in reason.rule_set(ws).rules if r.negates]  # nor closed-world (pertinent negative) classes
 triples = list(ox.parse(path=cohort_file, format=ox.RdfFormat.N_TRIPLES))
 patients = []
 for t in triples:
@@ -199,6 +200,9 @@ for i in range(0, len(patients), batch):
     g += plain([t for s in subjects for t in by_patient.get(s, [])])
     owlrl.DeductiveClosure(owlrl.OWLRL_Semantics).expand(g)
     for text in bands:
+        g += g.query(text).graph
+    owlrl.DeductiveClosure(owlrl.OWLRL_Semantics).expand(g)
+    for text in negation:
         g += g.query(text).graph
     owlrl.DeductiveClosure(owlrl.OWLRL_Semantics).expand(g)
     for name, text in kb.queries("derive"):

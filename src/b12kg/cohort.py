@@ -25,13 +25,12 @@ from typing import BinaryIO, TextIO, TypeVar
 
 import pyoxigraph as ox
 
-from b12kg.derive import derive as derive_queries
-from b12kg.derive import normalise, schedule
+from b12kg.derive import evaluate as evaluate_pipeline
 from b12kg.engine import Workspace
 from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
-from b12kg.reason import Reasoner, classify
+from b12kg.reason import Reasoner
 from b12kg.sparql import bind
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, chunks,
                          dataset_graph)
@@ -172,10 +171,7 @@ def _evaluate(batch: _Batch) -> _Evaluated:
             triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         ws = Workspace(kb)
         ws.load_nt("patients", _without(triples, batch.patients, problems))
-    normalise(ws, as_of)
-    classify(ws, Reasoner(batch.reasoner))
-    derive_queries(ws, as_of)
-    schedule(ws, as_of)
+    evaluate_pipeline(ws, as_of, Reasoner(batch.reasoner))
     graphs = {"inferred": ws.graph["inferred"], "patients": ws.graph["patients"]}
     derived = (ws.dump_nt("derived") + ws.dump_nt("normalised")
                + ws.construct_nt(kb.query("cohort/inferred-export"), graphs))
