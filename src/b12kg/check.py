@@ -655,37 +655,30 @@ def _decision_findings(ctx: Context, decisions, space) -> list[Finding]:
         scope = f"{len(items)} scenario(s)" + (f" with {common}" if common else "")
         if check_id == "logic-gap":
             entity = None
-            message = (f"{scope}: in scope={items[0].in_scope}, no selected regimen and no not-covered reason; "
-                       f"e.g. {example.id}: {_describe(example)}")
-            file, line = ctx.rel(ctx.kb.ontology_files.get("https://w3id.org/b12kg/guideline",
-                                                           ctx.ontology_paths[0])), None
+            what = f"in scope={items[0].in_scope}, no selected regimen and no not-covered reason"
         elif check_id == "logic-conflict-regimens":
             entity = key[1][0]
-            message = f"{scope}: {len(key[1])} selected regimens ({', '.join(ctx.compact(r) for r in key[1])}); " \
-                      f"e.g. {example.id}: {_describe(example)}"
-            file, line = ctx.locate(entity)
+            what = f"{len(key[1])} selected regimens ({', '.join(ctx.compact(r) for r in key[1])})"
         elif check_id == "logic-conflict-contraindicated":
             entity = key[1]
             by = items[0].contraindicated.get(key[2]) or items[0].possibly_contraindicated.get(key[2], [])
-            message = (f"{scope}: recommended regimen {ctx.compact(key[1])} may be satisfied by {ctx.compact(key[2])}, "
-                       f"(possibly) contraindicated by {', '.join(ctx.compact(c) for c in by)}; "
-                       f"e.g. {example.id}: {_describe(example)}")
-            file, line = ctx.locate(entity)
+            what = (f"recommended regimen {ctx.compact(key[1])} may be satisfied by {ctx.compact(key[2])}, "
+                    f"(possibly) contraindicated by {', '.join(ctx.compact(c) for c in by)}")
         elif check_id == "logic-case-specific-unworded":
             entity = key[1]
-            message = (f"{scope}: {ctx.compact(key[1])} describes the article's own case (b12:caseSpecific) and no "
-                       f"b12:rendering applies, so its words would be asserted about the patient; "
-                       f"e.g. {example.id}: {_describe(example)}")
-            file, line = ctx.locate(entity)
+            what = (f"{ctx.compact(key[1])} describes the article's own case (b12:caseSpecific) and no "
+                    f"b12:rendering applies, so its words would be asserted about the patient")
         elif check_id == "logic-switch-without-target":
             entity = key[1]
-            message = (f"{scope}: {ctx.compact(key[1])} applies but the selected regimen permits no product to switch to; "
-                       f"e.g. {example.id}: {_describe(example)}")
-            file, line = ctx.locate(entity)
+            what = f"{ctx.compact(key[1])} applies but the selected regimen permits no product to switch to"
         else:
             entity = key[1][0]
-            message = f"{scope}: in scope but not covered by {', '.join(ctx.compact(c) for c in key[1])}; " \
-                      f"e.g. {example.id}: {_describe(example)}"
+            what = f"in scope but not covered by {', '.join(ctx.compact(c) for c in key[1])}"
+        message = f"{scope}: {what}; e.g. {example.id}: {_describe(example)}"
+        if entity is None:
+            file, line = ctx.rel(ctx.kb.ontology_files.get("https://w3id.org/b12kg/guideline",
+                                                           ctx.ontology_paths[0])), None
+        else:
             file, line = ctx.locate(entity)
         out.append(ctx.finding(check_id, message, file=file, line=line, entity=entity))
     return out
