@@ -148,7 +148,7 @@ def test_a_bound_string_comes_back_unchanged(backend, value):
 @given(tail=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=30))
 def test_a_bound_iri_comes_back_unchanged_or_is_refused(backend, tail):
     try:
-        term = cohort._typed("patient", "iri", "urn:x:" + tail)
+        term = cohort.typed_parameter("patient", "iri", "urn:x:" + tail)
     except InputError:
         return
     rows = backend.select(ROUND_TRIP, {"x": term})
@@ -208,3 +208,40 @@ def test_cli_refuses_an_injected_graph_name(tmp_path):
     done = subprocess.run([sys.executable, "-m", "b12kg.cli", "export", "--store", str(tmp_path / "db"),
                            "--graph", "urn:x> } ; DROP ALL #", "-f", "nt"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3 and done.stderr.startswith("error: --graph"), done.stderr
+
+
+LITERAL_TRAP = """PREFIX b12: <https://w3id.org/b12kg/ontology#>
+#+ param: name string
+SELECT ?patient ?lbl WHERE {
+  ?patient a b12:Patient .
+  BIND ("search WHERE {name}" AS ?lbl)
+  FILTER (STR(?patient) = ?name)
+}
+"""
+
+
+def test_a_parameter_never_lands_inside_a_string_literal(backend):
+    """A query whose string literal reads 'WHERE {' (found by a hostile client: the block of bound values
+    was placed inside the literal, and this value then closed it and matched every triple)."""
+    value = "name= AS ?z) ?s ?p ?o . BIND("
+    _, rows = cohort.run_query(backend, LITERAL_TRAP, {"name": value})
+    assert rows == []
+    _, rows = cohort.run_query(backend, LITERAL_TRAP, {"name": SEED_PATIENT})
+    assert [(r["patient"].value, r["lbl"].value) for r in rows] == [(SEED_PATIENT, "search WHERE {name}")]
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("decimal", "1e2"), ("decimal", "NaN"), ("decimal", "Infinity"), ("decimal", "-INF"), ("decimal", "1_0"),
+    ("decimal", " 1"), ("integer", "1_000"), ("integer", " 7"), ("integer", "1.0"), ("date", "20251101"),
+    ("date", "2025-11-1"), ("date", "2025-02-30"),
+])
+def test_a_parameter_outside_its_xsd_lexical_space_is_refused(kind, value):
+    with pytest.raises(InputError, match=f"not a valid {kind}"):
+        cohort.typed_parameter("p", kind, value)
+
+
+@pytest.mark.parametrize(("kind", "value", "literal"), [
+    ("decimal", "1.50", "1.50"), ("decimal", "-.5", "-0.5"), ("decimal", "+3", "3"), ("integer", "-12", "-12"),
+])
+def test_a_parameter_in_its_lexical_space_is_bound(kind, value, literal):
+    assert cohort.typed_parameter("p", kind, value).value == literal

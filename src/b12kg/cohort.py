@@ -388,9 +388,21 @@ def query_parameters(text: str) -> dict[str, str]:
     return params
 
 
-def _typed(name: str, kind: str, value: str) -> object:
+_LEXICAL = {  # the XSD lexical spaces a parameter's text must match (no float syntax, no NaN or INF)
+    "date": re.compile(r"^-?[0-9]{4,}-[0-9]{2}-[0-9]{2}$"),
+    "integer": re.compile(r"^[+-]?[0-9]+$"),
+    "decimal": re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)$"),
+}
+
+
+def typed_parameter(name: str, kind: str, value: str) -> object:
+    """A research query parameter's text as the RDF term (or date) it is bound as; text outside the
+    type's XSD lexical space is an :class:`InputError` naming the parameter and the value."""
     xsd = "http://www.w3.org/2001/XMLSchema#"
     try:
+        pattern = _LEXICAL.get(kind)
+        if pattern is not None and not pattern.match(value):
+            raise ValueError(f"not in the xsd:{kind} lexical space")
         if kind == "iri":
             if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
                 raise ValueError("not an absolute IRI")
@@ -438,7 +450,7 @@ def stream_query(store: Store, text: str, params: dict[str, str], *, source: str
     missing = set(declared) - set(params)
     if missing:
         raise InputError(f"{source}: missing parameter(s) {', '.join(sorted(missing))} (give --param NAME=VALUE)")
-    bindings = {name: _typed(name, declared[name], value) for name, value in params.items()}
+    bindings = {name: typed_parameter(name, declared[name], value) for name, value in params.items()}
     try:
         columns, rows = store.select_stream(text, bindings)
     except (SyntaxError, ValueError) as exc:

@@ -2,8 +2,11 @@
 
 Values are bound with a ``VALUES`` block of RDF terms placed at the start of every ``WHERE`` group
 (the query's and each sub-select's, since a sub-select does not see outer bindings), so every pattern
-and filter of the query sees them. Terms are serialised by the RDF
-library (N-Triples syntax, escaped), never pasted as strings; an IRI is validated when it is built.
+and filter of the query sees them. The groups are found on the query's tokens
+(:func:`b12kg.sparql_text.where_groups`, after the codepoint escapes every parser decodes first), so a
+block never lands inside a string literal, an IRI or a comment that reads ``WHERE {``. Terms are
+serialised by the RDF library (N-Triples syntax, escaped), never pasted as strings; an IRI is
+validated when it is built.
 pyoxigraph's ``substitutions`` was not used because it returned no rows for CONSTRUCT queries
 (pyoxigraph 0.5.13) and rdflib's ``initBindings`` is rdflib-only.
 """
@@ -17,10 +20,10 @@ from datetime import date
 import pyoxigraph as ox
 
 from b12kg.errors import KnowledgeBaseError
+from b12kg.sparql_text import decode_escapes, where_groups
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_WHERE = re.compile(r"\bWHERE\s*\{", re.IGNORECASE)
 _TABLE = re.compile(r"^#\+\s*table:\s*(\S+)", re.MULTILINE)
 
 Term = ox.NamedNode | ox.BlankNode | ox.Literal
@@ -43,12 +46,8 @@ def to_term(value: object) -> Term:
 
 
 def _where_braces(text: str) -> list[int]:
-    """Offsets just after the ``{`` of every WHERE outside comment lines."""
-    offsets, offset = [], 0
-    for line in text.splitlines(keepends=True):
-        if not line.lstrip().startswith("#"):
-            offsets += [offset + m.end() for m in _WHERE.finditer(line)]
-        offset += len(line)
+    """Offsets just after the ``{`` of every WHERE group of ``text`` (escapes decoded), on tokens."""
+    offsets = where_groups(text)
     if not offsets:
         raise KnowledgeBaseError("a parameterised query needs an explicit WHERE { ... } group")
     return offsets
@@ -94,6 +93,7 @@ def _table_block(names: list[str], rows: list[tuple]) -> str:
 
 
 def _insert(text: str, block: str) -> str:
+    text = decode_escapes(text)
     for at in reversed(_where_braces(text)):
         text = text[:at] + block + text[at:]
     return text
