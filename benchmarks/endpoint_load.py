@@ -3,10 +3,14 @@
     python benchmarks/endpoint_load.py                       # 500 patients, 4 clients, 400 queries
     python benchmarks/endpoint_load.py --patients 2000 --clients 8 --queries 1000
 
-It builds a store (synthetic cohort, derived), starts the guarded endpoint on 127.0.0.1 (the Oxigraph
-server behind the b12kg guard), sends the research queries from ``queries/research/`` round-robin from
-``--clients`` threads until ``--queries`` have been answered or ``--seconds`` have passed, and prints
-queries/s, p50 and p99 latency and the error count. Only loopback traffic; it stops by itself.
+It builds a store (synthetic cohort, derived), starts the endpoint on 127.0.0.1 (``--workers`` query
+worker processes), sends a mix of requests round-robin from ``--clients`` threads until ``--queries``
+have been answered or ``--seconds`` have passed — every research query from ``queries/research/`` as
+SPARQL (form POST), the same through the named-query API (``GET /queries/NAME``), an ASK and a query
+cut at the row limit — and prints queries/s, p50 and p99 latency per kind and the error count (any
+answer but 200 is an error). Only loopback traffic; it stops by itself.
+
+    python benchmarks/endpoint_load.py --patients 3000 --clients 8 --queries 1000000 --seconds 60
 """
 
 from __future__ import annotations
@@ -33,16 +37,23 @@ from b12kg.synth import generate_file
 AS_OF = date(2025, 10, 31)
 
 
-def research_queries(kb: KnowledgeBase, store: EmbeddedStore) -> list[tuple[str, str]]:
-    """Every research query, its declared parameters bound to values that exist in the store."""
+def requests(kb: KnowledgeBase, store: EmbeddedStore) -> list[tuple[str, str, bytes | None]]:
+    """(name, path and query string, form body or None for a GET): every research query as SPARQL and
+    through the named-query API, with parameters that exist in the store; an ASK; an answer cut at the limit."""
     rec = store.select("SELECT ?r WHERE { ?r a <https://w3id.org/b12kg/ontology#Recommendation> } LIMIT 1")[0]["r"]
     patient = store.select("SELECT ?p WHERE { ?p a <https://w3id.org/b12kg/ontology#Patient> } LIMIT 1")[0]["p"]
     values = {"start": date(2025, 11, 1), "end": date(2025, 11, 30), "patient": patient, "rec": rec}
-    out = []
+    out: list[tuple[str, str, bytes | None]] = []
     for path in sorted((kb.queries_dir / "research").glob("*.rq")):
         text = path.read_text()
         declared = cohort.query_parameters(text)
-        out.append((path.stem, bind(text, {k: values[k] for k in declared})))
+        bound = bind(text, {k: values[k] for k in declared}) if declared else text
+        out.append((path.stem, "/query", urllib.parse.urlencode({"query": bound}).encode()))
+        params = {k: (values[k].isoformat() if isinstance(values[k], date) else values[k].value) for k in declared}
+        out.append((f"GET /queries/{path.stem}", f"/queries/{path.stem}?{urllib.parse.urlencode(params)}", None))
+    out.append(("ASK {}", "/query?query=ASK%7B%7D", None))
+    out.append(("every triple (cut at the limit)", "/query",
+                urllib.parse.urlencode({"query": "SELECT * WHERE { ?s ?p ?o }"}).encode()))
     return out
 
 
@@ -54,6 +65,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--limit", type=int, default=10_000)
     parser.add_argument("--timeout", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
     kb = KnowledgeBase()
@@ -64,25 +76,26 @@ def main() -> int:
     store = EmbeddedStore(work / "db")
     cohort.load(store, [cohort_file])
     cohort.derive(store, as_of=AS_OF, shacl=False)
-    queries = research_queries(kb, store)
+    queries = requests(kb, store)
     store.close()
 
-    latencies: dict[str, list[float]] = {name: [] for name, _ in queries}
+    latencies: dict[str, list[float]] = {name: [] for name, _, _ in queries}
     errors: list[str] = []
     lock = threading.Lock()
     counter = iter(range(args.queries))
     deadline = time.monotonic() + args.seconds
 
-    with Endpoint(work / "db", port=0, limit=args.limit, timeout=args.timeout) as endpoint:
+    with Endpoint(work / "db", port=0, limit=args.limit, timeout=args.timeout, workers=args.workers) as endpoint:
+        base = f"http://127.0.0.1:{endpoint.port}"
+
         def client() -> None:
             for i in counter:
                 if time.monotonic() > deadline:
                     return
-                name, text = queries[i % len(queries)]
-                body = urllib.parse.urlencode({"query": text}).encode()
+                name, target, body = queries[i % len(queries)]
                 t = time.perf_counter()
                 try:
-                    with urllib.request.urlopen(endpoint.url, data=body, timeout=args.timeout + 10) as r:
+                    with urllib.request.urlopen(base + target, data=body, timeout=args.timeout + 10) as r:
                         json.loads(r.read())
                     with lock:
                         latencies[name].append(time.perf_counter() - t)
@@ -103,8 +116,8 @@ def main() -> int:
     def pct(xs: list[float], p: float) -> float:
         return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] * 1000 if xs else float("nan")
 
-    print(f"\n{args.patients} patients, {args.clients} concurrent clients, {len(every)} answered in {wall:.1f} s, "
-          f"row limit {args.limit}, timeout {args.timeout} s\n")
+    print(f"\n{args.patients} patients, {args.clients} concurrent clients, {args.workers} query workers, "
+          f"{len(every)} answered in {wall:.1f} s, row limit {args.limit}, timeout {args.timeout} s\n")
     print("| query | answered | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
     for name, xs in latencies.items():

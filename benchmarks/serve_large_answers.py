@@ -1,4 +1,4 @@
-"""What a large answer costs `b12kg serve`'s guard: time and the guard's own peak memory, per format.
+"""What a large answer costs `b12kg serve`: time and the peak memory of the server and its workers, per format.
 
     python benchmarks/serve_large_answers.py                      # 1,000 patients, built here
     python benchmarks/serve_large_answers.py --store DIR --runs 5 # a derived store
@@ -8,10 +8,9 @@ It starts `b12kg serve` (a new process, default row limit 10,000 unless --limit)
 sends queries whose answers are far larger than the limit: every triple of the store (SELECT as JSON
 and as CSV, CONSTRUCT as N-Triples) and every pair of triples (some 10^10 rows at 1,000 patients).
 The table gives the median, min and max wall time over --runs, the answer's size, whether it was
-marked truncated, and the guard process's peak RSS (VmHWM; the Oxigraph server behind it is a
-process of its own and not counted). The guard reads an answer only up to the limit, so its peak
-should not grow with the answer; to see a revision that does not, run this file with
-PYTHONPATH=<that checkout>/src.
+marked truncated, and the peak RSS (VmHWM) of the server process and of its largest query worker. A
+worker reads an answer only up to the limit, so neither peak should grow with the answer; to see a
+revision that does not, run this file with PYTHONPATH=<that checkout>/src.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from b12kg import cohort
-from b12kg.serve import free_port, wait_for
+from b12kg.serve import free_port
 from b12kg.store import EmbeddedStore
 from b12kg.synth import generate_file
 
@@ -45,6 +44,32 @@ QUERIES = [  # (name, Accept header, query)
 def peak_mb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM"))
+
+
+def worker_peak_mb(parent: int) -> int:
+    """The largest peak RSS among the server's child processes (its query workers)."""
+    peaks = [0]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                peaks.append(peak_mb(int(stat.parent.name)))
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue
+    return max(peaks)
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"serve exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"{url} did not answer within {seconds:.0f} s")
 
 
 def main() -> int:
@@ -89,7 +114,8 @@ def main() -> int:
                 except (OSError, http.client.HTTPException) as exc:  # (urllib's HTTPError is an OSError)
                     truncated = f"failed: {type(exc).__name__}: {str(exc)[:60]}"
                 times.append(time.perf_counter() - started)
-            rows.append((name, statistics.median(times), min(times), max(times), size, truncated, peak_mb(serve.pid)))
+            rows.append((name, statistics.median(times), min(times), max(times), size, truncated, peak_mb(serve.pid),
+                         worker_peak_mb(serve.pid)))
     finally:
         serve.terminate()
         try:
@@ -98,11 +124,11 @@ def main() -> int:
             serve.kill()
             print("serve did not stop within 60 s of SIGTERM; killed", file=sys.stderr)
 
-    print(f"\n{store_dir}, row limit {args.limit}, {args.runs} runs each; the guard's peak RSS idle: {idle} MB\n")
-    print("| answer | median s | min s | max s | bytes | truncated | guard peak RSS so far (MB) |")
-    print("|---|---:|---:|---:|---:|---|---:|")
-    for name, median, low, high, size, truncated, peak in rows:
-        print(f"| {name} | {median:.2f} | {low:.2f} | {high:.2f} | {size:,} | {truncated} | {peak} |")
+    print(f"\n{store_dir}, row limit {args.limit}, {args.runs} runs each; the server's peak RSS idle: {idle} MB\n")
+    print("| answer | median s | min s | max s | bytes | truncated | server peak RSS so far (MB) | largest worker peak (MB) |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    for name, median, low, high, size, truncated, peak, worker in rows:
+        print(f"| {name} | {median:.2f} | {low:.2f} | {high:.2f} | {size:,} | {truncated} | {peak} | {worker} |")
     return 0
 
 

@@ -782,6 +782,10 @@ class RemoteStore(Store):
                 node = ox.NamedNode(name)
                 text = bind("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": node})
                 with self._answer(text, "application/n-triples") as answer:
+                    if (answer.headers.get("X-B12KG-Truncated") or "").lower() == "true":
+                        raise StoreError(f"{self.endpoint}: the endpoint cut graph {name} at its row limit "
+                                         "(X-B12KG-Truncated): export from the store itself, or serve it with a "
+                                         "larger --limit")
                     try:  # (an error writing ``output`` is raised in serialize, not here)
                         for t in ox.parse(answer, format=ox.RdfFormat.N_TRIPLES):
                             yield t if graph is not None else ox.Quad(t.subject, t.predicate, t.object, node)

@@ -255,25 +255,39 @@ def serve_command(
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")] = 7878,
     timeout: Annotated[int, typer.Option("--timeout", min=1, help="Query timeout in seconds.")] = 30,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Most rows (or triples) a query returns.")] = 10_000,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Query worker processes.")] = 2,
+    max_query_bytes: Annotated[int, typer.Option("--max-query-bytes", min=1024, help="Largest query accepted.")] = 65536,
+    max_memory: Annotated[int, typer.Option("--max-memory", min=256, help="Address space of a worker, in MB.")] = 4096,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", help="A Host header to accept besides loopback names (repeat).")] = None,
+    cors: Annotated[Optional[list[str]], typer.Option(
+        "--cors", help="An origin allowed to call the endpoint from a browser (repeat; '*' for any).")] = None,
 ) -> None:
-    """Serve the store as a read-only SPARQL 1.1 endpoint with a query page (Ctrl-C stops it).
+    """Serve the store as a read-only SPARQL 1.1 endpoint, a named-query web API and a query page.
 
-    It serves the store as it is when it starts: restart it after a load or derive."""
-    from b12kg.serve import Endpoint
+    It serves the store as it is when it starts: restart it after a load or derive. Ctrl-C, SIGTERM
+    and SIGHUP stop it."""
+    from b12kg.serve import Endpoint, network_isolated
 
-    endpoint = Endpoint(store, host=host, port=port, timeout=timeout, limit=limit)
-
-    def interrupt(signum, frame):  # SIGTERM (kill, systemd, a container stop) and SIGHUP stop it like Ctrl-C
-        raise KeyboardInterrupt
-
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, interrupt)
+    endpoint = Endpoint(store, host=host, port=port, timeout=timeout, limit=limit, workers=workers,
+                        max_query_bytes=max_query_bytes, max_memory_mb=max_memory,
+                        allowed_hosts=tuple(allow_host or ()), cors=tuple(cors or ()))
     try:
         endpoint.start()
+        assert endpoint.server is not None
+        server = endpoint.server
+
+        def stop(signum, frame):  # until uvicorn's own handlers take over: a signal before serving begins
+            server.should_exit = True
+
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, stop)
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: listening on {host}, not only on this machine", err=True)
-        typer.echo(f"SPARQL endpoint {endpoint.url} (query page http://{host}:{endpoint.port}/); "
-                   f"timeout {timeout} s, at most {limit} rows; Ctrl-C stops it", err=True)
+        isolated = all(network_isolated(pid) for pid in endpoint.worker_pids)
+        typer.echo(f"SPARQL endpoint {endpoint.url} (query page http://{host}:{endpoint.port}/, named queries "
+                   f"/queries); timeout {timeout} s, at most {limit} rows, {workers} worker(s)"
+                   f"{', each without network access' if isolated else ''}; Ctrl-C stops it", err=True)
         endpoint.serve_forever()
     except KeyboardInterrupt:
         pass
