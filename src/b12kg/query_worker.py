@@ -114,7 +114,7 @@ def _error(status: int, message: str) -> tuple[dict, bytes]:
 
 def answer(store: ox.Store, request: dict) -> tuple[dict, bytes]:
     """Evaluate one request; (header, body)."""
-    options: dict = {}
+    options: dict = {"base_iri": request["base"]} if request.get("base") else {}
     if request.get("default_graphs") is not None:
         options["default_graph"] = _graphs(request["default_graphs"])
     else:

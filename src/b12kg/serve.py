@@ -510,6 +510,7 @@ def make_app(pool: Pool, policy: Policy, kb=None) -> Starlette:
             "default_graphs": params.get("default-graph-uri"),
             "named_graphs": params.get("named-graph-uri"),
             "limit": policy.limit,
+            "base": str(request.url.replace(query="")),  # relative IRIs in the query resolve against the endpoint
         }
         return await answered(request, pool.run(job, still_wanted(request)))
 
