@@ -518,7 +518,7 @@ def make_app(pool: Pool, policy: Policy, kb=None) -> Starlette:
         return _plain(HTTPStatus.FORBIDDEN, "updates are refused: this endpoint is read-only")
 
     async def page(request: Request) -> Response:
-        return HTMLResponse(serve_api.page(policy))
+        return HTMLResponse(serve_api.page(policy, kb))
 
     routes = [
         Route("/", page, methods=["GET"]),

@@ -11,6 +11,7 @@ value is only ever one term. (pyoxigraph's substitutions, SEP-0007, accept only 
 from __future__ import annotations
 
 import html
+import json
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
@@ -124,20 +125,28 @@ def routes(pool, policy, kb) -> list:
 
 
 def yasgui_dir() -> Path | None:
-    """Where the YASGUI query editor's files are: ``B12KG_YASGUI`` or the package's ``_ui/yasgui``
-    folder (``.ci/run`` and docs/research.md install them from npm)."""
+    """Where the YASGUI query editor's built files are: ``B12KG_YASGUI``, or the source tree's
+    ``ui/node_modules/@zazuko/yasgui/build`` (``npm ci --prefix ui``, which ``.ci/run`` does)."""
     import os
 
-    for candidate in (os.environ.get("B12KG_YASGUI"), str(resources.files("b12kg") / "_ui" / "yasgui")):
+    tree = Path(__file__).resolve().parents[2] / "ui" / "node_modules" / "@zazuko" / "yasgui" / "build"
+    for candidate in (os.environ.get("B12KG_YASGUI"), str(tree)):
         if candidate and (Path(candidate) / "yasgui.min.js").is_file():
             return Path(candidate)
     return None
 
 
-def page(policy) -> str:
-    """The query page: YASGUI (editor and results table) prefilled with the research queries when its
-    files are installed, a plain form otherwise."""
-    return PLAIN_PAGE.format(limit=policy.limit, timeout=policy.timeout, example=html.escape(EXAMPLE))
+def page(policy, kb=None) -> str:
+    """The query page: YASGUI (editor, results table, tabs) with a tab for each research query when its
+    files are installed; a plain form otherwise. Everything is served from this endpoint: no network
+    at view time (YASGUI's prefix and property lookups, which call other sites, are switched off)."""
+    if yasgui_dir() is None:
+        return PLAIN_PAGE.format(limit=policy.limit, timeout=policy.timeout, example=html.escape(EXAMPLE))
+    tabs = [{"name": "recommendations per statement", "query": EXAMPLE}]
+    if kb is not None:
+        tabs += [{"name": name, "query": q["text"]} for name, q in research_queries(kb).items()]
+    return YASGUI_PAGE.replace("__TABS__", json.dumps(tabs).replace("</", "<\\/")).replace(
+        "__LIMIT__", str(policy.limit)).replace("__TIMEOUT__", str(policy.timeout))
 
 
 EXAMPLE = """PREFIX b12: <https://w3id.org/b12kg/ontology#>
@@ -151,6 +160,35 @@ PLAIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 <p>The vitamin B12 post-stroke guideline, the loaded patients and the derived recommendations with
 their provenance. Endpoint: <code>/query</code> (SPARQL 1.1 Protocol). Queries only; no SERVICE;
 at most {limit} rows; timeout {timeout} s. Named research queries: <a href="/queries">/queries</a>
-(<a href="/openapi.json">OpenAPI</a>).</p>
+(<a href="/openapi.json">OpenAPI</a>). (The YASGUI editor is not installed: <code>npm ci --prefix ui</code>.)</p>
 <form method="post" action="/query"><textarea name="query" aria-label="SPARQL query">{example}</textarea><br>
 <button type="submit">Run</button></form></body></html>"""
+
+YASGUI_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>b12kg SPARQL</title>
+<link rel="stylesheet" href="/yasgui/yasgui.min.css">
+<style>body{font-family:sans-serif;margin:1em 2em} .yasgui .autocompleteWrapper{display:none !important}</style>
+</head><body><h1>b12kg — SPARQL endpoint (read-only)</h1>
+<p>The vitamin B12 post-stroke guideline, the loaded patients and the derived recommendations with
+their provenance. Endpoint <code>/query</code> (SPARQL 1.1 Protocol): queries only, no SERVICE, at most
+__LIMIT__ rows, timeout __TIMEOUT__ s. One tab per research query (bind its parameters, or call it as
+<a href="/queries">/queries/NAME</a>; <a href="/openapi.json">OpenAPI</a>).</p>
+<main id="yasgui" aria-label="SPARQL query editor and results"></main>
+<script src="/yasgui/yasgui.min.js"></script>
+<script>
+const tabs = __TABS__;
+const endpoint = new URL("/query", window.location.href).href;
+Yasgui.Yasqe.defaults.autocompleters = [];
+const yasgui = new Yasgui(document.getElementById("yasgui"), {
+  requestConfig: {endpoint: endpoint, method: "POST", acceptHeaderSelect: "application/sparql-results+json",
+                  acceptHeaderGraph: "text/turtle"},
+  copyEndpointOnNewTab: true, persistenceId: null, populateFromUrl: false,
+  endpointCatalogueOptions: {getData: () => [{endpoint: endpoint}]},
+  yasr: {defaultPlugin: "table"},
+});
+const first = yasgui.getTab();
+first.setName(tabs[0].name);
+first.setQuery(tabs[0].query);
+for (const tab of tabs.slice(1)) {
+  yasgui.addTab(false, {name: tab.name, yasqe: {value: tab.query}});
+}
+</script></body></html>"""
