@@ -741,8 +741,18 @@ def test_endpoint_reads_no_files(endpoint, query):
 
 
 def test_endpoint_serves_a_query_page(endpoint):
+    """The page is YASGUI (installed by ``npm ci --prefix ui``) with a tab per research query; its
+    script is served by the endpoint itself. (tests/test_query_page.py runs it in Chromium.)"""
+    from b12kg.kb import KnowledgeBase
+    from b12kg.serve_api import research_queries
+
     with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/", timeout=30) as r:
-        assert b"<form" in r.read()
+        page = r.read().decode()
+    assert '<script src="/yasgui/yasgui.min.js"' in page
+    for name in research_queries(KnowledgeBase()):
+        assert json.dumps(name) in page
+    with urllib.request.urlopen(f"http://127.0.0.1:{endpoint.port}/yasgui/yasgui.min.js", timeout=30) as r:
+        assert r.status == 200 and len(r.read()) > 100_000
 
 
 def test_query_columns_are_the_projected_variables(loaded, tmp_path):

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from b12kg.check import STAGES, CheckReport, Severity, registry, run_checks
+from b12kg.inputs import date_problem
 
 __all__ = ["check_command", "render_json", "render_junit", "render_text"]
 
@@ -141,6 +142,9 @@ def check_command(
             day = date.fromisoformat(as_of)
         except ValueError:
             fail(f"--as-of: {as_of!r} is not a date (use YYYY-MM-DD)")
+        problem = date_problem(day)
+        if problem:
+            fail(f"--as-of {as_of}: {problem}")
     if directory is not None and not directory.is_dir():
         fail(f"{directory}: no such folder")
     try:

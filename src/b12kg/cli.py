@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from b12kg.errors import B12kgError, ExitCode, OutputClosed
+from b12kg.errors import B12kgError, EscapingWriter, ExitCode, OutputClosed, printable
 
 app = typer.Typer(
     add_completion=False,
@@ -68,7 +68,7 @@ def recommend(
     if fmt is OutputFormat.json:
         typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, ensure_ascii=False))
     else:
-        typer.echo("\n".join(render_text(d) for d in docs), nl=False)
+        typer.echo(printable("\n".join(render_text(d) for d in docs)), nl=False)
 
 
 from b12kg.fhir_cli import import_fhir_command  # noqa: E402  (FHIR R4 import, issue 5)
@@ -86,7 +86,9 @@ _register_store_commands(app)
 
 
 def main() -> None:
-    """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback."""
+    """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback.
+    Everything written to stderr goes through :func:`~b12kg.errors.printable`."""
+    sys.stderr = EscapingWriter(sys.stderr)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         code = app(standalone_mode=False)

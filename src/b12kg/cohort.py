@@ -27,11 +27,13 @@ import pyoxigraph as ox
 
 from b12kg.derive import evaluate as evaluate_pipeline
 from b12kg.engine import Workspace
-from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData
+from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData, printable
+from b12kg.inputs import check_evaluation_date, read_input, utf8
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner
 from b12kg.sparql import bind
+from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, chunks,
                          dataset_graph)
 from b12kg.validate import validate_shapes, validate_values
@@ -341,6 +343,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     ``replace="batches"`` (remote stores only) replaces the derived graph batch by batch instead of in
     one final request: each patient's results change at once, the whole graph does not (see
     :meth:`RemoteStore.replace_derived_by_batch`)."""
+    check_evaluation_date(as_of)
     if replace not in REPLACE_MODES:
         raise InputError(f"--replace {replace!r}: use {' or '.join(REPLACE_MODES)}")
     if replace == "batches" and not isinstance(store, RemoteStore):
@@ -424,9 +427,7 @@ def resolve_query(kb: KnowledgeBase, name_or_file: str) -> tuple[str, str]:
     """A research query by name (``queries/research/NAME.rq``) or a path to a ``.rq`` file."""
     path = Path(name_or_file)
     if path.suffix == ".rq":
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        return str(path), path.read_text(encoding="utf-8")
+        return str(path), utf8(read_input(path), path)
     research = kb.queries_dir / "research" / f"{name_or_file}.rq"
     if not research.is_file():
         known = ", ".join(sorted(p.stem for p in (kb.queries_dir / "research").glob("*.rq")))
@@ -443,6 +444,10 @@ def stream_query(store: Store, text: str, params: dict[str, str], *, source: str
                  ) -> tuple[list[str], Iterator[dict]]:
     """A query's columns and its rows as the store evaluates them (on the embedded store nothing holds
     them all). Bad parameters and a query that does not parse raise before the first row."""
+    form = query_form(text)
+    if form is not None and form != "SELECT":
+        raise InputError(f"{source}: a {form} query; b12kg query runs SELECT queries "
+                         "(a graph: b12kg export, or the endpoint of b12kg serve)")
     declared = query_parameters(text)
     unknown = set(params) - set(declared)
     if unknown:
@@ -490,10 +495,11 @@ def write_rows(columns: list[str], rows: Iterable[dict], fmt: str, out: TextIO) 
 def print_table(columns: list[str], rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(*columns, show_lines=False)
-    for r in rows:
-        table.add_row(*[_plain(r.get(c)) for c in columns])
+    table = Table(*columns, show_lines=False)  # (variable names: no markup, no control characters)
+    for r in rows:  # (Text: a value is never read as rich markup; printable: nor as terminal codes)
+        table.add_row(*[Text(printable(_plain(r.get(c)))) for c in columns])
     Console(file=sys.stdout, width=200).print(table)
     print(f"{len(rows)} row(s)")
 

@@ -17,6 +17,7 @@ from b12kg import dates
 from b12kg._version import ENGINE_VERSION
 from b12kg.engine import Workspace
 from b12kg.errors import InvalidPatientData, KnowledgeBaseError
+from b12kg.inputs import check_evaluation_date
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import PatientData, load_patient
 from b12kg.reason import Reasoner, classify
@@ -56,6 +57,7 @@ def recommend(
 
     Raises :class:`~b12kg.errors.InputError` or :class:`~b12kg.errors.InvalidPatientData` for bad input.
     """
+    check_evaluation_date(as_of)
     kb = kb or KnowledgeBase()
     data = patient if isinstance(patient, PatientData) else load_patient(patient, kb=kb)
     problems = validate_shapes(data, kb)

@@ -7,6 +7,8 @@ the command line uses for it.
 from __future__ import annotations
 
 import errno
+import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -81,3 +83,46 @@ def reader_may_stop() -> Iterator[None]:
         if exc.errno != errno.EPIPE:
             raise
         raise OutputClosed() from None
+
+
+_UNPRINTABLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, carriage returns, C1 codes)
+    and bidirectional overrides written as ``\\xNN`` / ``\\uNNNN``; newlines and tabs kept."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+class EscapingWriter(io.TextIOBase):
+    """A text stream (stderr) that writes everything through :func:`printable`: whatever a message
+    quotes from the user's data (a FHIR status, a file name, a request path) cannot drive the terminal."""
+
+    def __init__(self, raw) -> None:
+        super().__init__()
+        self.raw = raw
+
+    @property
+    def encoding(self) -> str:  # (click writes to a stream whose encoding it can read)
+        return self.raw.encoding
+
+    @property
+    def errors(self) -> str | None:
+        return self.raw.errors
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def write(self, text: str) -> int:
+        self.raw.write(printable(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()

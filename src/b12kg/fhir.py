@@ -38,7 +38,8 @@ from typing import Any
 import pyoxigraph as ox
 
 from b12kg import namespaces as ns
-from b12kg.errors import InputError
+from b12kg.errors import InputError, InvalidPatientData
+from b12kg.inputs import check_json, number_problem, read_input, utf8
 from b12kg.kb import KnowledgeBase
 
 __all__ = [
@@ -213,6 +214,7 @@ class ImportResult:
     files: list[Path]
     resources: Counter  #: resourceType -> how many were read
     unattached: list[dict[str, str]]  #: mapped-type resources without a patient
+    invalid: list[str] = field(default_factory=list)  #: values refused as outside the engine's limits
 
     @property
     def patients(self) -> list[str]:
@@ -234,6 +236,7 @@ class ImportResult:
             "patients": [self.reports[p].to_dict() for p in self.patients],
             "unattached": self.unattached,
             "errors": self.errors,
+            "invalid": self.invalid,
         }
 
     def report_text(self) -> str:
@@ -313,26 +316,42 @@ def _json_error(path: Path, exc: json.JSONDecodeError, line: int | None = None) 
     return f"{path}: not valid JSON at {where}"
 
 
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(text: str) -> Any:
+    """JSON with decimals kept exact; NaN and Infinity (which JSON does not have) refused."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+
+
 def _documents(path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
-    """(position, parsed JSON) pairs of a file: one document, or one per NDJSON line."""
+    """(position, parsed JSON) pairs of a file: one document, or one per NDJSON line. The file is
+    within the input limits (size, nesting) before the JSON parser reads it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [f"{path}: cannot read: {exc}"]
+        data = read_input(path)
+        check_json(data, path)
+        text = utf8(data, path, bom=True)
+    except InputError as exc:
+        return [], [exc.message]
     if path.suffix.lower() == ".ndjson":
         docs, errors = [], []
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                docs.append((number, json.loads(line, parse_float=Decimal)))
+                docs.append((number, _loads(line)))
             except json.JSONDecodeError as exc:
                 errors.append(_json_error(path, exc, number))
+            except ValueError as exc:  # NaN, or an integer past Python's digit limit
+                errors.append(f"{path}: line {number}: {exc}")
         return docs, errors
     try:
-        return [(1, json.loads(text, parse_float=Decimal))], []
+        return [(1, _loads(text))], []
     except json.JSONDecodeError as exc:
         return [], [_json_error(path, exc)]
+    except ValueError as exc:
+        return [], [f"{path}: {exc}"]
 
 
 def _validation_error(resource: _Resource) -> str | None:
@@ -400,7 +419,17 @@ def _read(files: list[Path]) -> tuple[list[_Resource], list[str], Counter]:
 
 
 # ------------------------------------------------------------------------------------------ mapping
+def _as_decimal(value: Any) -> Decimal | None:
+    """A JSON number as a Decimal; None for anything else (absent, text, a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal, float)):
+        return None
+    return Decimal(value)
+
+
 def _decimal_literal(value: Decimal) -> ox.Literal:
+    """(Only for a value :func:`b12kg.inputs.number_problem` accepts; zero may carry any exponent.)"""
+    if value.is_zero():
+        value = Decimal(0)
     return ox.Literal(format(value, "f"), datatype=_DECIMAL)
 
 
@@ -432,6 +461,7 @@ class _Mapper:
         self.triples: list[ox.Triple] = []
         self.reports: dict[str, PatientReport] = {}
         self.unattached: list[dict[str, str]] = []
+        self.invalid: list[str] = []  #: values refused as out of the engine's limits (never silently dropped)
         self.by_url: dict[tuple[int, str], _Resource] = {}
         self.by_key: dict[str, _Resource] = {}
         self.assessments: dict[str, list[tuple[str, ox.NamedNode, list[ox.Triple], str]]] = defaultdict(list)
@@ -441,6 +471,16 @@ class _Mapper:
             self.by_key.setdefault(r.key, r)
 
     # ---- helpers
+    def refuse_number(self, resource: _Resource, label: str, patient: str, what: str, value: Decimal) -> bool:
+        """True (and the value refused, with its reason) when ``value`` is outside the numbers b12kg uses."""
+        problem = number_problem(str(value))
+        if problem is None:
+            return False
+        shown = str(value) if len(str(value)) <= 60 else str(value)[:60] + "…"
+        self.invalid.append(f"{resource.file}: {label}: {what} {shown} {problem}")
+        self.report(patient).skip(label, f"{what} {shown} {problem}; refused")
+        return True
+
     def report(self, patient: str) -> PatientReport:
         if patient not in self.reports:
             self.reports[patient] = PatientReport(patient)
@@ -623,6 +663,8 @@ class _Mapper:
         except (InvalidOperation, TypeError, ValueError):
             report.skip(label, f"value {value!r} is not a number")
             return
+        if self.refuse_number(resource, label, patient, "value", value):
+            return
         if value < 0:
             report.skip(label, f"negative value {value}; not used")
             return
@@ -716,8 +758,11 @@ class _Mapper:
         if date is not None:
             triples.append(ox.Triple(fact, P["effectiveDate" if given else "authoredOn"], date))
         dose = dosage.get("dose") or dosage.get("doseQuantity") or {}
-        if dose.get("value") is not None and Decimal(dose["value"]) > 0 and self.b.ucum(dose):
-            triples.append(ox.Triple(fact, P["doseValue"], _decimal_literal(Decimal(dose["value"]))))
+        amount = _as_decimal(dose.get("value"))
+        if amount is not None and self.refuse_number(resource, resource.label, patient, "dose", amount):
+            return
+        if amount is not None and amount > 0 and self.b.ucum(dose):
+            triples.append(ox.Triple(fact, P["doseValue"], _decimal_literal(amount)))
             triples.append(ox.Triple(fact, P["doseUnit"], ox.Literal(self.b.ucum(dose))))
         self.triples += triples
         self.use_codes(patient, substances[:1] + routes[:1])
@@ -776,6 +821,7 @@ def import_fhir(paths: list[str | Path] | str | Path, *, kb: KnowledgeBase | Non
         files=files,
         resources=counts,
         unattached=mapper.unattached,
+        invalid=mapper.invalid,
     )
 
 
@@ -784,7 +830,7 @@ def is_fhir_json(data: bytes) -> bool:
     for text in (data, data.split(b"\n", 1)[0]):
         try:
             doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # (not JSON; decoding errors are ValueErrors too)
             continue
         return isinstance(doc, dict) and "resourceType" in doc and "@context" not in doc
     return False
@@ -794,7 +840,9 @@ def load_fhir_patient(path: Path, *, kb: KnowledgeBase | None = None) -> tuple[l
     """Triples of a FHIR file for the pipeline; any file or resource error is an :class:`InputError`."""
     result = import_fhir([path], kb=kb)
     if result.errors:
-        raise InputError(result.errors[0], problems=result.errors)
+        raise InputError(result.errors[0], problems=result.errors + result.invalid)
+    if result.invalid:
+        raise InvalidPatientData(result.invalid[0], problems=result.invalid)
     if not result.reports:
         raise InputError(f"{path}: no FHIR Patient data found")
     return result.triples, result

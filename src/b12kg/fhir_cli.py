@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from b12kg.errors import ExitCode, InputError
+from b12kg.errors import ExitCode, InputError, InvalidPatientData
+from b12kg.inputs import write_output
 
 
 def import_fhir_command(
@@ -28,7 +29,10 @@ def import_fhir_command(
     The import report (what was mapped, skipped and why, per patient) goes to stderr. Files that are
     not JSON, resources of an unknown type and resources invalid per fhir.resources are reported one per
     line; the other files still import and their output is still written, and the exit code is then 3.
-    Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read.
+    A value outside the numbers b12kg computes with (see docs/clinicians.md, "Input limits") is refused
+    and reported, never written.
+    Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read, 4 a value was
+    refused (and nothing unreadable).
     """
     from b12kg.fhir import import_fhir
     from b12kg.kb import KnowledgeBase
@@ -38,6 +42,11 @@ def import_fhir_command(
     result = import_fhir(paths, kb=KnowledgeBase(kb_dir) if kb_dir else None)
     if store is not None:
         from b12kg.store import GRAPH_DERIVED, EmbeddedStore, dataset_graph
+
+        if not result.triples:
+            typer.echo(result.report_text(), err=True, nl=False)
+            message = f"no patient data to import; the dataset {dataset!r} in {store} is unchanged"
+            raise InputError(message, problems=[*result.errors, message])
 
         graph = dataset_graph(dataset)
         target = EmbeddedStore(store)
@@ -52,13 +61,15 @@ def import_fhir_command(
             typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
                        f"data before this import; run b12kg derive --store {store} to derive them again", err=True)
     elif out is not None:
-        out.write_text(result.turtle(), encoding="utf-8")
+        write_output(out, result.turtle())
     else:
         typer.echo(result.turtle(), nl=False)
     typer.echo(result.report_text(), err=True, nl=False)
     if report is not None:
-        report.write_text(json.dumps(result.report_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_output(report, json.dumps(result.report_dict(), indent=2, ensure_ascii=False) + "\n")
     if result.errors:
-        raise InputError(result.errors[0], problems=result.errors)
+        raise InputError(result.errors[0], problems=result.errors + result.invalid)
+    if result.invalid:
+        raise InvalidPatientData(result.invalid[0], problems=result.invalid)
     if not result.files:
         raise typer.Exit(int(ExitCode.INPUT))

@@ -13,6 +13,7 @@ import pyoxigraph as ox
 import rdflib
 
 from b12kg.errors import InputError
+from b12kg.inputs import check_json, read_input
 
 # rdflib logs a traceback for every ill-typed literal (e.g. "1948-13-45"^^xsd:date); the SHACL
 # shapes report those values as one-line errors, so the log would only be noise.
@@ -57,18 +58,14 @@ def load_patient(path: str | Path, *, kb=None) -> PatientData:
     """Parse one patient file (RDF, or FHIR R4 JSON mapped with ``kb``'s code bindings).
     Raises :class:`InputError` for a missing file or bad syntax."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    if path.suffix.lower() in (".json", ".ndjson"):  # FHIR (has resourceType) goes through the FHIR mapper
+    data = read_input(path)
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".ndjson", ".jsonld"):
+        check_json(data, path)  # (JSON and JSON-LD parsers recurse: depth first)
+    if suffix in (".json", ".ndjson"):  # FHIR (has resourceType) goes through the FHIR mapper
         from b12kg.fhir import is_fhir_json, load_fhir_patient
 
-        if path.suffix.lower() == ".ndjson" or is_fhir_json(data):
+        if suffix == ".ndjson" or is_fhir_json(data):
             return PatientData(path=path, triples=load_fhir_patient(path, kb=kb)[0])
     fmt = detect_format(path)
     base = path.resolve().as_uri()
@@ -77,6 +74,8 @@ def load_patient(path: str | Path, *, kb=None) -> PatientData:
     except SyntaxError as exc:
         where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
         raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
+    except MemoryError as exc:  # the parser's token buffer (a literal or IRI over 16 MiB)
+        raise InputError(f"{path}: {fmt.name}: a literal or IRI is too long ({exc})") from None
     except (ValueError, OSError) as exc:
         raise InputError(f"{path}: {fmt.name} syntax error: {exc}") from None
     if not triples:

@@ -615,7 +615,7 @@ class Endpoint:
         GuardedH11Protocol.request_seconds = self.policy.request_seconds
         config = uvicorn.Config(make_app(self.pool, self.policy, KnowledgeBase()), http=GuardedH11Protocol,
                                 lifespan="off", timeout_keep_alive=5, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=5, server_header=False)
+                                timeout_graceful_shutdown=5, server_header=False, use_colors=False)
         self.server = _Server(config)
 
     def serve_forever(self) -> None:

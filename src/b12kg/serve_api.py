@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import json
 from http import HTTPStatus
-from importlib import resources
 from pathlib import Path
 
 from starlette.requests import Request

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FederationRefused", "decode_escapes", "refuse_federation", "tokens", "where_groups"]
+__all__ = ["FederationRefused", "decode_escapes", "query_form", "refuse_federation", "tokens", "where_groups"]
 
 _ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\U([0-9A-Fa-f]{8})")
 _TOKEN = re.compile(
@@ -70,6 +70,23 @@ def where_groups(text: str) -> list[int]:
             offsets.append(end)
         after_where = kind == "word" and text[start:end].upper() == "WHERE"
     return offsets
+
+
+_FORMS = ("SELECT", "CONSTRUCT", "DESCRIBE", "ASK")
+
+
+def query_form(text: str) -> str | None:
+    """SELECT, CONSTRUCT, DESCRIBE or ASK: the first such keyword after the prologue (a word followed by
+    ``:`` is a prefix, not a keyword); None when there is none (the engine then reports the syntax)."""
+    text = decode_escapes(text)
+    seen = [(kind, start, end) for kind, start, end in tokens(text) if kind not in ("space", "comment")]
+    for n, (kind, start, end) in enumerate(seen):
+        word = text[start:end].upper()
+        if kind == "word" and word in _FORMS:
+            following = seen[n + 1] if n + 1 < len(seen) else None
+            if following is None or text[following[1]:following[2]] != ":":
+                return word
+    return None
 
 
 def refuse_federation(text: str) -> None:

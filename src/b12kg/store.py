@@ -354,6 +354,13 @@ class GenerationWriter:
         except SyntaxError as exc:
             where = f"{path}:{exc.lineno}:{exc.offset}" if exc.lineno else str(path)
             raise InputError(f"{where}: {fmt.name} syntax error: {exc.msg}") from None
+        except MemoryError as exc:  # the parser's token buffer (a literal or IRI over 16 MiB)
+            raise InputError(f"{path}: {fmt.name}: a literal or IRI is too long ({exc})") from None
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if next(iter(self.store.quads_for_pattern(None, None, None, ox.NamedNode(graph))), None) is None:
+            raise InputError(f"{path}: contains no RDF triples; nothing was loaded (a dataset is replaced only "
+                             "by a file with data)")
 
     def add_nt(self, graph: str, data: bytes) -> None:
         self.store.bulk_load(input=data, format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode(graph))
@@ -631,6 +638,8 @@ class EmbeddedStore(Store):
 
     def select_stream(self, text, bindings=None):
         solutions = self.store.query(bind(text, bindings), use_default_graph_as_union=True)
+        if not isinstance(solutions, ox.QuerySolutions):
+            raise InputError("not a SELECT query: its answer is not a table of rows")
         names = [v.value for v in solutions.variables]
         return names, ({n: s[n] for n in names if s[n] is not None} for s in solutions)
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, BinaryIO, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from b12kg.errors import ExitCode, InputError, UsageError, reader_may_stop
+from b12kg.inputs import check_evaluation_date, replacing
 
 StoreDir = Annotated[Optional[Path], typer.Option("--store", help="Embedded store folder (created by load).")]
 Endpoint = Annotated[Optional[str], typer.Option("--endpoint", help="SPARQL 1.1 query endpoint URL.")]
@@ -48,7 +47,7 @@ def _progress(description: str, total: int | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(file=sys.stderr), transient=True) as bar:
+                  console=Console(file=getattr(sys.stderr, "raw", sys.stderr)), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -58,9 +57,11 @@ def parse_as_of(value: str | None) -> date:
     if value is None:
         return date.today()
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise UsageError(f"--as-of: {value!r} is not a date (use YYYY-MM-DD)") from None
+    check_evaluation_date(day)
+    return day
 
 
 def load_command(
@@ -193,32 +194,10 @@ def export_command(
                 cohort.export(s, graph=name, fmt=output, output=sys.stdout.buffer)
                 sys.stdout.buffer.flush()
         else:
-            with _replacing(out) as f:
+            with replacing(out) as f:
                 cohort.export(s, graph=name, fmt=output, output=f)
     finally:
         s.close()
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[BinaryIO]:
-    """A file written beside ``path`` and renamed onto it once complete: an export that fails part-way
-    leaves ``path`` as it was, never a truncated file that looks whole."""
-    try:
-        f = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".partial", delete=False)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
-    try:
-        with f:
-            yield f
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(f.name, 0o666 & ~umask)  # as a file opened for writing would be (the temporary one is 0600)
-        os.replace(f.name, path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if os.path.exists(f.name):
-            os.unlink(f.name)
 
 
 def synth_command(

@@ -233,8 +233,17 @@ def generate(out: IO[str], *, patients: int, seed: int, as_of: date, kb: Knowled
 
 
 def generate_file(path: Path, **kwargs) -> int:
-    with path.open("w", encoding="utf-8") as out:
-        return generate(out, **kwargs)
+    """Write the cohort to ``path`` whole, or not at all (see :func:`b12kg.inputs.replacing`)."""
+    import io
+
+    from b12kg.inputs import replacing
+
+    with replacing(path) as raw:
+        out = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
+        count = generate(out, **kwargs)
+        out.flush()
+        out.detach()
+    return count
 
 
 def iter_patient_iris(patients: int, seed: int) -> Iterator[str]:

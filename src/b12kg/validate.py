@@ -8,10 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import pyoxigraph as ox
 import pyshacl
 import rdflib
 from rdflib.namespace import RDF, SH
 
+from b12kg import inputs
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
@@ -73,6 +75,15 @@ def validate_shapes(patient: PatientData, kb: KnowledgeBase) -> list[str]:
 def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
     """Unit and date checks that need the knowledge base; one message per problem."""
     problems = []
+    limits = {"maxMagnitude": ox.Literal(str(inputs.MAX_MAGNITUDE), datatype=ox.NamedNode(inputs._XSD + "decimal")),
+              "earliest": inputs.EARLIEST_DATE, "latest": inputs.LATEST_DATE}
+    for row in ws.select("validate/unusable-literal", limits):
+        field = row["property"].value.rsplit("#", 1)[-1]
+        value = row["value"].value
+        problems.append(
+            f"{patient.path}: patient <{row['patient'].value}>, <{row['entity'].value}>: {field} "
+            f"{value if len(value) <= 60 else value[:60] + '…'}: {inputs.literal_problem(value, row['datatype'].value)}"
+        )
     for row in ws.select("validate/unknown-unit"):
         problems.append(
             f"{patient.path}: patient <{row['patient'].value}>, result <{row['entity'].value}>: "
