@@ -76,7 +76,7 @@ def test_number_limits():
 
 
 def test_json_depth_check_counts_only_structure():
-    """Brackets inside strings do not count; 100 levels pass, 101 do not."""
+    """Brackets inside strings do not count; 100 levels pass, 101 do not, nor 101 left open."""
     from b12kg.errors import InputError
     from b12kg.inputs import MAX_JSON_DEPTH, check_json
 
@@ -84,7 +84,9 @@ def test_json_depth_check_counts_only_structure():
     check_json(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH, Path("x.json"))
     with pytest.raises(InputError, match="nested deeper than"):
         check_json(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), Path("x.json"))
-    check_json(b"[" * 200 + b"}", Path("x.json"))  # not JSON: left to the parser, which says where
+    check_json(b"[[[}", Path("x.json"))  # not JSON: left to the parser, which says where
+    with pytest.raises(InputError, match="brackets left open"):  # which would recurse into them first
+        check_json(b"[" * (MAX_JSON_DEPTH + 1), Path("x.json"))
 
 
 def test_printable_escapes_what_drives_a_terminal():

@@ -220,6 +220,30 @@ def test_a_bad_content_length_is_refused_at_once(endpoint, length):
         assert s.recv(100).split(b" ")[1] in (b"400", b"413")
 
 
+def test_a_client_that_leaves_mid_body_is_no_server_error(endpoint):
+    """A client that closes before its declared body arrived (found by fuzz/fuzz_inputs.py) ends the
+    request quietly: no "Exception in ASGI application" in the server's log."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("uvicorn.error").addHandler(handler)
+    try:
+        with socket.create_connection(("127.0.0.1", endpoint.port)) as s:
+            s.settimeout(10)
+            s.sendall(b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/sparql-query\r\n"
+                      b"Content-Length: 100\r\n\r\nASK {}")
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+        time.sleep(0.5)
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]
+    assert _ask_quickly(endpoint.url) < 1.0
+
+
 def test_a_dead_worker_is_replaced(endpoint):
     for pid in endpoint.worker_pids:
         os.kill(pid, 9)

@@ -88,7 +88,8 @@ _register_store_commands(app)
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback.
     Everything written to stderr goes through :func:`~b12kg.errors.printable`."""
-    sys.stderr = EscapingWriter(sys.stderr)
+    if not isinstance(sys.stderr, EscapingWriter):
+        sys.stderr = EscapingWriter(sys.stderr)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
         code = app(standalone_mode=False)

@@ -93,9 +93,9 @@ _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 
 
 def check_json(data: bytes, path: Path) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` or holding a string longer than
-    :data:`MAX_LITERAL_BYTES`, before any JSON or JSON-LD parser (which recurse) reads it. Text that is
-    not JSON passes: the parser reports it with its line and column."""
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (or with more brackets left open) or holding
+    a string longer than :data:`MAX_LITERAL_BYTES`, before any JSON or JSON-LD parser (which recurse)
+    reads it. Other text that is not JSON passes: the parser reports it with its line and column."""
     if len(data) > MAX_LITERAL_BYTES:  # (a shorter file cannot hold a longer string)
         longest = max(map(len, _JSON_STRING.findall(data)), default=0)
         if longest - 2 > MAX_LITERAL_BYTES:
@@ -103,14 +103,16 @@ def check_json(data: bytes, path: Path) -> None:
                              "limit of a literal")
     brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
     for _ in range(MAX_JSON_DEPTH):  # each pass removes the innermost level of every nest
-        if not brackets:
-            return
         shorter = _EMPTY_PAIR.sub(b"", brackets)
         if len(shorter) == len(brackets):
-            return  # unbalanced: the parser says where
+            break
         brackets = shorter
-    if _EMPTY_PAIR.search(brackets):
-        raise InputError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    # Left: nests deeper than the limit, or brackets never closed (or closed by the other kind), which a
+    # parser descends into before it finds the end missing. Few of those are a syntax error the parser
+    # reports; many are refused here.
+    if _EMPTY_PAIR.search(brackets) or brackets.count(b"[") + brackets.count(b"{") > MAX_JSON_DEPTH:
+        raise InputError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels (or more than "
+                         f"{MAX_JSON_DEPTH} brackets left open)")
 
 
 def number_problem(text: str) -> str | None:
@@ -148,6 +150,14 @@ def check_evaluation_date(day: date) -> None:
     problem = date_problem(day)
     if problem:
         raise UsageError(f"--as-of {day.isoformat()}: {problem}")
+
+
+def outside_lexical_space(lexical: str, datatype: str) -> bool:
+    """True for a numeric literal outside its datatype's lexical space, such as ``"5e999999999"^^xsd:decimal``
+    (a check with no conversion: Python's Decimal would read that one as a billion-digit number)."""
+    name = datatype.replace(_XSD, "xsd:")
+    kind = {"xsd:decimal": "decimal", "xsd:double": "double", "xsd:float": "double"}.get(name, "integer")
+    return not _LEXICAL[kind].match(lexical)
 
 
 def literal_problem(lexical: str, datatype: str) -> str:

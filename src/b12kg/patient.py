@@ -13,7 +13,7 @@ import pyoxigraph as ox
 import rdflib
 
 from b12kg.errors import InputError
-from b12kg.inputs import check_json, read_input
+from b12kg.inputs import NUMERIC_TYPES, check_json, outside_lexical_space, read_input
 
 # rdflib logs a traceback for every ill-typed literal (e.g. "1948-13-45"^^xsd:date); the SHACL
 # shapes report those values as one-line errors, so the log would only be noise.
@@ -36,8 +36,15 @@ class PatientData:
     triples: list[ox.Triple]
 
     def to_rdflib(self) -> rdflib.Graph:
+        """The triples as an rdflib graph. A numeric literal outside its lexical space goes in as plain
+        text: rdflib would read ``"5e999999999"^^xsd:decimal`` as a number that SHACL then writes out
+        digit by digit. (The shapes report it as not a number.)"""
         graph = rdflib.Graph()
-        data = ox.serialize(self.triples, format=ox.RdfFormat.N_TRIPLES)
+        triples = [ox.Triple(t.subject, t.predicate, ox.Literal(t.object.value))
+                   if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES
+                   and outside_lexical_space(t.object.value, t.object.datatype.value) else t
+                   for t in self.triples]
+        data = ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)
         try:
             graph.parse(data=data.decode("utf-8"), format="nt")
         except Exception as exc:  # e.g. RDF-star quoted triples, which pyoxigraph reads and rdflib does not

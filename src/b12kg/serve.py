@@ -23,8 +23,9 @@ Design (what it promises is in SECURITY.md, with the tests behind each promise):
   rows, said in the ``X-B12KG-Truncated`` header and in-band where the format allows. GET without a
   query returns a SPARQL 1.1 Service Description. HTTP/1.1 keep-alive; CORS only with ``--cors``.
 * **Named research queries as a web API**: ``GET /queries/NAME?param=value`` runs
-  ``queries/research/NAME.rq`` with typed parameters bound through pyoxigraph's substitutions (never
-  pasted into the text); ``/openapi.json`` describes them, generated from the query headers.
+  ``queries/research/NAME.rq`` with typed parameters bound as RDF terms in a VALUES block placed on the
+  query's tokens (never pasted into the text; :mod:`b12kg.serve_api`); ``/openapi.json`` describes
+  them, generated from the query headers.
 
 It serves the store's generation that is current when it starts, holding a shared lock on it (the
 workers inherit it) so writers do not delete it; restart it after a ``load`` or ``derive``.
@@ -57,7 +58,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -366,6 +367,8 @@ async def _body(request: Request, policy: Policy) -> bytes:
         await asyncio.wait_for(read(), timeout=policy.request_seconds)
     except asyncio.TimeoutError:
         raise Refused(HTTPStatus.REQUEST_TIMEOUT, "the request body did not arrive in time") from None
+    except ClientDisconnect:  # (the answer goes nowhere; this only ends the request quietly)
+        raise Refused(HTTPStatus.BAD_REQUEST, "the client closed the connection before its request body arrived") from None
     return b"".join(chunks)
 
 
