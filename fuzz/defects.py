@@ -189,6 +189,13 @@ CASES = [
          r"prefixes-only\.ttl: contains no RDF triples", needs_store=True, after=_KEPT),
     Case("import-fhir of nothing into a store", ("import-fhir", "{dir}/fhir-nan.json", "--store", "{store}", "--dataset", "seed"),
          3, r"no patient data to import; the dataset 'seed' .* is unchanged", needs_store=True, after=_KEPT),
+    # a path the file system refuses (found by the fuzzer: exit 10, "internal error (OSError …)")
+    Case("recommend a file name too long", ("recommend", "1" * 300, "--as-of", AS_OF), 3, r"1{20}.*: File name too long"),
+    Case("import-fhir a file name too long", ("import-fhir", "1" * 300), 3, r"File name too long"),
+    Case("load a file name too long", ("load", "--store", "{store}", "{dir}/" + "1" * 300, "--dataset", "seed"), 3,
+         r"File name too long", needs_store=True, after=_KEPT),
+    Case("query a .rq name too long", ("query", "{dir}/" + "1" * 300 + ".rq", "--store", "{store}"), 3,
+         r"File name too long", needs_store=True),
     # terminal escapes in echoed data
     Case("fhir status with terminal escapes (pipe)", ("import-fhir", "{dir}/fhir-escape-status.json"), 0,
          r"status .*red", no_control_characters=True),

@@ -654,7 +654,7 @@ class Fuzzer:
             else:
                 args[i] = v.any()
         for i, arg in enumerate(args[:-1]):  # a large cohort is work, not a hang: at most 50 patients
-            if arg == "--patients" and args[i + 1].lstrip("+").isdigit() and int(args[i + 1]) > 50:
+            if arg == "--patients" and args[i + 1].lstrip("+").isdecimal() and (len(args[i + 1]) > 6 or int(args[i + 1]) > 50):
                 args[i + 1] = "50"
         return args
 

@@ -85,6 +85,14 @@ from b12kg.store_cli import register as _register_store_commands  # noqa: E402
 _register_store_commands(app)
 
 
+def _internal(exc: BaseException) -> None:
+    """A bug in b12kg: a one-line error and exit 10 (the traceback with B12KG_DEBUG=1)."""
+    if os.environ.get("B12KG_DEBUG"):
+        raise exc
+    print(f"error: internal error ({type(exc).__name__}: {exc}); set B12KG_DEBUG=1 for details", file=sys.stderr)
+    sys.exit(int(ExitCode.INTERNAL))
+
+
 def main() -> None:
     """Entry point: user mistakes become one-line errors with a documented exit code, never a traceback.
     Everything written to stderr goes through :func:`~b12kg.errors.printable`."""
@@ -105,14 +113,19 @@ def main() -> None:
     except (typer.BadParameter, typer.Abort) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(int(ExitCode.USAGE))
+    except OSError as exc:
+        if exc.filename is None:
+            _internal(exc)
+        # a path given on the command line that the file system refuses (too long, a loop, no access)
+        name = str(exc.filename)
+        shown = name if len(name) <= 120 else f"{name[:60]}…{name[-40:]}"
+        print(f"error: {shown}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(int(ExitCode.INPUT))
     except Exception as exc:  # click usage errors (typer vendors click) and genuine bugs
         if hasattr(exc, "show") and hasattr(exc, "exit_code") and hasattr(exc, "format_message"):
             print(f"error: {exc.format_message()}", file=sys.stderr)
             sys.exit(int(ExitCode.USAGE))
-        if os.environ.get("B12KG_DEBUG"):
-            raise
-        print(f"error: internal error ({type(exc).__name__}: {exc}); set B12KG_DEBUG=1 for details", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERNAL))
+        _internal(exc)
     sys.exit(code if isinstance(code, int) else 0)
 
 
