@@ -19,13 +19,13 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import date
 from pathlib import Path
+
+from latency import Latencies, run_clients
 
 from b12kg import cohort
 from b12kg.kb import KnowledgeBase
@@ -79,51 +79,32 @@ def main() -> int:
     queries = requests(kb, store)
     store.close()
 
-    latencies: dict[str, list[float]] = {name: [] for name, _, _ in queries}
-    errors: list[str] = []
-    lock = threading.Lock()
+    latencies = Latencies([name for name, _, _ in queries])
     counter = iter(range(args.queries))
     deadline = time.monotonic() + args.seconds
 
     with Endpoint(work / "db", port=0, limit=args.limit, timeout=args.timeout, workers=args.workers) as endpoint:
         base = f"http://127.0.0.1:{endpoint.port}"
 
-        def client() -> None:
+        def client(_: int) -> None:
             for i in counter:
                 if time.monotonic() > deadline:
                     return
                 name, target, body = queries[i % len(queries)]
-                t = time.perf_counter()
-                try:
+
+                def call() -> None:
                     with urllib.request.urlopen(base + target, data=body, timeout=args.timeout + 10) as r:
                         json.loads(r.read())
-                    with lock:
-                        latencies[name].append(time.perf_counter() - t)
-                except (urllib.error.URLError, OSError, ValueError) as exc:
-                    with lock:
-                        errors.append(f"{name}: {exc}")
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        wall = time.perf_counter() - started
+                latencies.timed(name, call)
 
-    every = sorted(x for xs in latencies.values() for x in xs)
+        wall = run_clients(args.clients, client)
 
-    def pct(xs: list[float], p: float) -> float:
-        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] * 1000 if xs else float("nan")
-
+    every = latencies.every
     print(f"\n{args.patients} patients, {args.clients} concurrent clients, {args.workers} query workers, "
           f"{len(every)} answered in {wall:.1f} s, row limit {args.limit}, timeout {args.timeout} s\n")
-    print("| query | answered | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    for name, xs in latencies.items():
-        xs = sorted(xs)
-        print(f"| {name} | {len(xs)} | {pct(xs, 50):.0f} | {pct(xs, 99):.0f} |")
-    print(f"| **all** | {len(every)} | {pct(every, 50):.0f} | {pct(every, 99):.0f} |")
+    latencies.print_table("query")
+    errors = latencies.errors
     print(f"\nqueries/s: {len(every) / wall:.1f}; errors: {len(errors)}")
     for e in errors[:5]:
         print(f"  error: {e}", file=sys.stderr)

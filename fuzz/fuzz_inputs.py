@@ -220,13 +220,19 @@ class Worker:
                 self.stop()
                 self.start()
             return outcome
-        hung = self.process.poll() is None
+        hung = not ready  # ready with nothing to read: the worker's end of the pipe closed, it is dying
+        if not hung:
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         self.stop()
+        code = self.process.returncode
         tail = self.log.read_bytes()[-1500:].decode("utf-8", "replace")
         self.start()
         if hung:
             return {"failure": "hang", "detail": f"no answer within {seconds:.0f} s"}
-        return {"failure": "crash", "detail": f"worker exited {self.process.returncode if self.process else '?'}: {tail}"}
+        return {"failure": "crash", "detail": f"worker exited {code}: {tail}"}
 
 
 def _peak_reset() -> None:

@@ -36,9 +36,9 @@ def _root() -> None:
 
 @app.command()
 def recommend(
-    patient_file: Annotated[Path, typer.Argument(help="Patient data: Turtle (.ttl), N-Triples (.nt) or JSON-LD (.jsonld).")],
+    patient_file: Annotated[Path, typer.Argument(help="Patient data: Turtle (.ttl), N-Triples (.nt), JSON-LD (.jsonld), or FHIR R4 JSON (a Bundle or resources) or NDJSON.")],
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
-    output: Annotated[str, typer.Option("--format", "-f", help="text, json, turtle or jsonld.")] = "text",
+    output: Annotated[str, typer.Option("--format", "-f", help="text, json, fhir (a FHIR R4 Bundle per patient), turtle or jsonld.")] = "text",
     reasoner: Annotated[str, typer.Option("--reasoner", help="rules (fast, default) or hermit (OWL 2 DL via owlready2).")] = "rules",
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the knowledge base in this folder (ontology/, shapes/, queries/).")] = None,
 ) -> None:
@@ -49,9 +49,9 @@ def recommend(
     from b12kg.report import OutputFormat, derived_graph, render_text, reports
 
     try:
-        fmt = OutputFormat(output)
+        fmt = None if output == "fhir" else OutputFormat(output)
     except ValueError:
-        _fail([f"--format: {output!r} is not one of text, json, turtle, jsonld"], ExitCode.USAGE)
+        _fail([f"--format: {output!r} is not one of text, json, fhir, turtle, jsonld"], ExitCode.USAGE)
     try:
         engine = Reasoner(reasoner)
     except ValueError:
@@ -65,17 +65,22 @@ def recommend(
         typer.echo(derived_graph(evaluation, fmt), nl=False)
         return
     docs = reports(evaluation)
-    if fmt is OutputFormat.json:
+    if fmt is None:
+        from b12kg.fhir.write import bundles
+
+        typer.echo(json.dumps(bundles(evaluation, docs), indent=2, ensure_ascii=False))
+    elif fmt is OutputFormat.json:
         typer.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2, ensure_ascii=False))
     else:
         typer.echo(printable("\n".join(render_text(d) for d in docs)), nl=False)
 
 
-from b12kg.fhir_cli import import_fhir_command  # noqa: E402  (FHIR R4 import, issue 5)
+from b12kg.fhir.cli import cds_hooks_command, export_guideline_command, import_fhir_command  # noqa: E402
 
 app.command("import-fhir")(import_fhir_command)
+app.command("export-guideline")(export_guideline_command)
 
-from b12kg.check_cli import check_command  # noqa: E402  (quality gate over the knowledge base, issue 3)
+from b12kg.check_cli import check_command  # noqa: E402  (quality gate over the knowledge base)
 
 app.command("check")(check_command)
 
@@ -83,6 +88,8 @@ app.command("check")(check_command)
 from b12kg.store_cli import register as _register_store_commands  # noqa: E402
 
 _register_store_commands(app)
+
+app.command("cds-hooks")(cds_hooks_command)
 
 
 def _internal(exc: BaseException) -> None:

@@ -390,7 +390,8 @@ def _dose_line(dose: dict[str, Any]) -> str:
     return f"{dose['product']}{amount} {dose['route']} on {dose['date']}"
 
 
-def _next_due(due: dict[str, Any]) -> str:
+def next_due_text(due: dict[str, Any]) -> str:
+    """The next-dose window in words (the text page and FHIR notes)."""
     window = f"{due['earliest']} to {due['latest']}"
     if due["status"] == "overdue":
         return f"next dose due now — OVERDUE since {due['overdue_since']} (its window was {window})"
@@ -417,7 +418,7 @@ def _rec_lines(rec: dict[str, Any]) -> list[str]:
         )
         lines.append(f"        {rec['product_text']} {rec['dose_text']} {rec['route']}, {every}, duration: {rec['duration']}")
         if rec.get("next_due"):
-            lines.append(f"        {_next_due(rec['next_due'])}")
+            lines.append(f"        {next_due_text(rec['next_due'])}")
     if rec.get("window"):
         lines.append(f"        due between {rec['window']['start']} and {rec['window']['end']}")
     return lines

@@ -561,7 +561,68 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-class Endpoint:
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port); :class:`ServerError` when it
+    cannot be had."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+    except OSError as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class HttpService:
+    """An ASGI app on uvicorn with the guarded HTTP/1.1 protocol, on a socket of its own: run in the
+    foreground (:meth:`serve_forever`) or, as a context manager, in a thread until :meth:`stop`."""
+
+    server: uvicorn.Server | None = None
+    _socket: socket.socket | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def run_app(self, app, sock: socket.socket, request_seconds: float) -> None:
+        """Take ``sock`` and make the uvicorn server for ``app`` (call from :meth:`start`)."""
+        self._socket = sock
+        GuardedH11Protocol.request_seconds = request_seconds
+        config = uvicorn.Config(app, http=GuardedH11Protocol, lifespan="off", timeout_keep_alive=5,
+                                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                                server_header=False, use_colors=False)
+        self.server = _Server(config)
+
+    def serve_forever(self) -> None:
+        assert self.server is not None and self._socket is not None
+        self.server.run(sockets=[self._socket])
+
+    def stop(self) -> None:
+        if self.server is not None and self._thread is not None:
+            self.server.should_exit = True
+            self._thread.join(30)
+            self._thread = None
+        self.server = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def __enter__(self):
+        self.start()
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        assert self.server is not None
+        while not self.server.started and self._thread.is_alive():
+            threading.Event().wait(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Endpoint(HttpService):
     """The endpoint: its worker processes and the HTTP server, started together and stopped together."""
 
     def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 7878, timeout: int = 30,
@@ -579,9 +640,6 @@ class Endpoint:
                              allowed_hosts=tuple(dict.fromkeys((*LOOPBACK_HOSTS, host, *allowed_hosts))),
                              cors=cors)
         self.pool: Pool | None = None
-        self.server: uvicorn.Server | None = None
-        self._socket: socket.socket | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -600,40 +658,21 @@ class Endpoint:
         name, self._lease = lease_current(self.store_dir)
         self.generation = self.store_dir / name
         try:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            self._socket = socket.socket(family, socket.SOCK_STREAM)
-            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._socket.bind((self.host, self.port))
-            self._socket.listen(512)
-        except OSError as exc:
+            sock = listen(self.host, self.port)
+        except ServerError:
             self.stop()
-            raise ServerError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self.port = self._socket.getsockname()[1]
+            raise
+        self.port = sock.getsockname()[1]
         try:
             self.pool = Pool([Worker(self.generation, self._lease, self.policy) for _ in range(self.policy.workers)],
                              self.policy)
         except ServerError:
             self.stop()
             raise
-        GuardedH11Protocol.request_seconds = self.policy.request_seconds
-        config = uvicorn.Config(make_app(self.pool, self.policy, KnowledgeBase()), http=GuardedH11Protocol,
-                                lifespan="off", timeout_keep_alive=5, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=5, server_header=False, use_colors=False)
-        self.server = _Server(config)
-
-    def serve_forever(self) -> None:
-        assert self.server is not None and self._socket is not None
-        self.server.run(sockets=[self._socket])
+        self.run_app(make_app(self.pool, self.policy, KnowledgeBase()), sock, self.policy.request_seconds)
 
     def stop(self) -> None:
-        if self.server is not None and self._thread is not None:
-            self.server.should_exit = True
-            self._thread.join(30)
-            self._thread = None
-        self.server = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        super().stop()
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -641,17 +680,4 @@ class Endpoint:
             os.close(self._lease)
             self._lease = None
 
-    def __enter__(self) -> "Endpoint":
-        self.start()
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
-        assert self.server is not None
-        while not self.server.started and self._thread.is_alive():
-            threading.Event().wait(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-__all__ = ["Endpoint", "InputError", "Policy", "ServerError", "free_port", "make_app", "network_isolated"]
+__all__ = ["Endpoint", "HttpService", "listen", "InputError", "Policy", "ServerError", "free_port", "make_app", "network_isolated"]

@@ -178,14 +178,20 @@ def export_command(
     store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
     user: User = None, password: Password = None, auth: Auth = "basic",
     graph: Annotated[Optional[str], typer.Option("--graph", help="derived, ontology, dataset:NAME, a graph IRI, or all (default).")] = None,
-    output: Annotated[str, typer.Option("--format", "-f", help="nq, trig (whole store) or ttl, nt (one graph).")] = "nq",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    output: Annotated[str, typer.Option("--format", "-f", help="nq, trig (whole store) or ttl, nt (one graph); fhir-ndjson: the cohort's recommendations as FHIR Bulk Data NDJSON, one file per resource type, into the new folder given by -o.")] = "nq",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout (fhir-ndjson: this new folder).")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="fhir-ndjson only: evaluation date, YYYY-MM-DD (default: the derived graph's).")] = None,
 ) -> None:
-    """Export the store, or one graph of it."""
+    """Export the store, or one graph of it; or its cohort's recommendations as FHIR NDJSON."""
     from b12kg import cohort
 
+    if output == "fhir-ndjson":
+        _export_fhir(store, endpoint, update_endpoint, user, password, auth, out, as_of)
+        return
+    if as_of is not None:
+        raise InputError("--as-of is for --format fhir-ndjson")
     if output not in cohort.EXPORT_FORMATS:
-        raise InputError(f"--format: {output!r} is not one of {', '.join(cohort.EXPORT_FORMATS)}")
+        raise InputError(f"--format: {output!r} is not one of {', '.join([*cohort.EXPORT_FORMATS, 'fhir-ndjson'])}")
     name = cohort.graph_alias(graph)
     s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
     try:
@@ -198,6 +204,21 @@ def export_command(
                 cohort.export(s, graph=name, fmt=output, output=f)
     finally:
         s.close()
+
+
+def _export_fhir(store, endpoint, update_endpoint, user, password, auth, out: Optional[Path], as_of: Optional[str]) -> None:
+    from b12kg.fhir.bulk import export_ndjson
+    from b12kg.kb import KnowledgeBase
+
+    if out is None:
+        raise InputError("--format fhir-ndjson writes one file per resource type: give -o FOLDER (a new folder)")
+    day = parse_as_of(as_of) if as_of else None
+    s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
+    try:
+        counts = export_ndjson(s, out, kb=KnowledgeBase(), as_of=day)
+    finally:
+        s.close()
+    typer.echo("wrote " + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + f" to {out}", err=True)
 
 
 def synth_command(

@@ -85,7 +85,7 @@ P = {name: _b12(name) for name in (
     "Patient", "Condition", "LabResult", "MedicationAdministration", "MedicationRequest", "NeurologicalAssessment",
     "birthDate", "hasCondition", "hasLabResult", "hasAdministration", "hasMedicationRequest",
     "hasNeurologicalAssessment", "code", "onsetDate", "value", "unit", "effectiveDate", "interpretation",
-    "substance", "route", "doseValue", "doseUnit", "authoredOn", "symptomStatus",
+    "substance", "route", "doseValue", "doseUnit", "authoredOn", "symptomStatus", "fhirReference",
 )}
 
 
@@ -297,6 +297,15 @@ class _Resource:
     @property
     def label(self) -> str:
         return self.key
+
+    @property
+    def reference(self) -> str | None:
+        """How FHIR refers to this resource: ``Type/id``, or its ``urn:uuid:`` fullUrl; None without either."""
+        if self.id:
+            return f"{self.type}/{self.id}"
+        if self.full_url and self.full_url.startswith("urn:uuid:"):
+            return self.full_url
+        return None
 
 
 def _collect(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -529,6 +538,8 @@ class _Mapper:
         self.add(fact, _DERIVED_FROM, source)
         self.add(source, _RDF_TYPE, _PROV_ENTITY)
         self.add(source, _RDFS_LABEL, ox.Literal(f"FHIR {resource.label}"))
+        if resource.reference:
+            self.add(source, P["fhirReference"], ox.Literal(resource.reference))
 
     def attach(self, patient: str, link: str, fact: ox.NamedNode, kind: str) -> None:
         self.add(ox.NamedNode(patient), P[link], fact)
