@@ -68,7 +68,7 @@ def batch_bundles(kb: KnowledgeBase, data: bytes, label: str, as_of: date) -> tu
 
 
 def export_ndjson(store, folder: Path, *, kb: KnowledgeBase | None = None, as_of: date | None = None,
-                  batch_size: int = 200, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+                  batch_size: int = 50, progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Write the store's cohort as FHIR NDJSON into ``folder`` (created; it must not exist). Returns the
     number of resources per type."""
     from b12kg.cohort import _batch_data
