@@ -109,3 +109,29 @@ def test_statement_texts_are_the_articles_words(kb, shared_dir):
     for s in g.subjects(RDF.type, rdflib.URIRef(B12NS + "GuidelineStatement")):
         text = str(g.value(s, rdflib.URIRef(B12NS + "text")))
         assert text in article, s
+
+
+def test_the_owl_api_finds_the_closure_and_each_module_owl2_dl(kb):
+    """The OWL API's OWL2DLProfile (Debian libowlapi-java), the reference implementation under Protégé
+    and ROBOT: no violation in the imports closure nor in any module opened alone."""
+    from conftest import require_binary
+
+    from b12kg.owl_profile import OWLAPI_JAR, check_profile
+
+    require_binary("javac", "apt-get install libowlapi-java default-jdk-headless")
+    assert OWLAPI_JAR.is_file(), f"{OWLAPI_JAR}: apt-get install libowlapi-java"
+    files = [p.name for p in kb.ontology_files.values()]
+    assert "b12kg.ttl" in files and len(files) == 4
+    violations = check_profile(kb.ontology_dir, files)
+    assert violations == [], "\n".join(f"{v.module}: {v.kind} {v.axiom}" for v in violations[:20])
+
+
+def test_hermit_classifies_with_no_datatype_workaround():
+    """HermiT (owlready2) is called without ignore_unsupported_datatypes: every datatype of the
+    ontology is in the OWL 2 datatype map (date ranges are xsd:dateTime)."""
+    import inspect
+
+    from b12kg import check, reason
+
+    for module in (reason, check):
+        assert "ignore_unsupported_datatypes" not in inspect.getsource(module)

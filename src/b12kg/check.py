@@ -257,10 +257,36 @@ _CLASS_POSITIONS = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjoin
 
 
 def stage_owl(ctx: Context) -> list[Finding]:
-    found = _owl_dl(ctx)
+    found = _owl_dl(ctx) + _owl_api(ctx)
     if any(f.severity is Severity.ERROR for f in found):
         return found + [ctx.finding("check-stage-skipped", "HermiT not run: the ontology is not OWL 2 DL (see above)")]
     return found + _hermit(ctx)
+
+
+def _owl_api(ctx: Context) -> list[Finding]:
+    """The OWL API's OWL2DLProfile on the closure and on each module opened alone, each violation with
+    its axiom and the file and line of the entity it is about."""
+    from b12kg.owl_profile import OwlApiMissing, check_profile
+
+    folder = ctx.kb.ontology_dir
+    files = [p.name for p in ctx.ontology_paths]
+    try:
+        violations = check_profile(folder, files)
+    except OwlApiMissing as exc:
+        return [ctx.finding("owl-api-not-run", str(exc))]
+    except (RuntimeError, OSError) as exc:
+        return [ctx.finding("owl-api-profile", f"the OWL API could not load the ontology: {exc}")]
+    out, seen = [], set()
+    for v in violations:
+        key = (v.kind, v.entity, v.axiom)
+        if key in seen:  # the closure repeats a module's own violations
+            continue
+        seen.add(key)
+        file, line = ctx.locate(v.entity) if v.entity else (None, None)
+        what = f"{v.kind} ({ctx.compact(v.entity)})" if v.entity else v.kind
+        out.append(ctx.finding("owl-api-profile", f"{what}: {v.axiom or '(no axiom)'}; in {v.ontology or v.module}",
+                               file=file, line=line, entity=v.entity or None))
+    return out
 
 
 def _owl_dl(ctx: Context) -> list[Finding]:
@@ -398,8 +424,7 @@ def _hermit(ctx: Context) -> list[Finding]:
         onto = world.get_ontology("urn:b12kg:check")
         onto.load(fileobj=io.BytesIO(data), format="ntriples")
         try:
-            owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0,
-                                           ignore_unsupported_datatypes=True)
+            owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
         except owlready2.OwlReadyInconsistentOntologyError:
             return [ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists)",
                                 file=ctx.rel(ctx.kb.ontology_files[next(iter(ctx.kb.ontology_files))]))]

@@ -416,8 +416,9 @@ def band_axioms(ws: Workspace) -> list[ox.Triple]:
 
 
 def _reasoner_input(ws: Workspace, graphs: tuple[str, ...] = ("ontology", "patients", "normalised")) -> bytes:
-    """Ontology + band axioms + patient data as N-Triples, without imports and without dates
-    (HermiT does not support xsd:date; date logic is done before reasoning)."""
+    """Ontology + band axioms + patient data as N-Triples, without imports and without date values
+    (patient dates are xsd:date, which is not in the OWL 2 datatype map; date logic runs before
+    reasoning, in SPARQL)."""
     skip_types = {XSD + "date", XSD + "dateTime", XSD + "gYear"}
     keep = []
     for name in graphs:
@@ -459,9 +460,9 @@ def _hermit_pass(ws: Workspace, graphs: tuple[str, ...]) -> None:
     try:
         onto = world.get_ontology("urn:b12kg:reasoner-input")
         onto.load(fileobj=io.BytesIO(_reasoner_input(ws, graphs)), format="ntriples")
-        # Date ranges (xsd:date) are outside the OWL 2 datatype map; date values are stripped above
-        # and date logic runs before reasoning, so HermiT may ignore those range axioms.
-        owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0, ignore_unsupported_datatypes=True)
+        # The ontology's date ranges are xsd:dateTime (in the OWL 2 datatype map); patient dates
+        # (xsd:date, outside it) are stripped above: date logic runs in SPARQL before reasoning.
+        owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
     except owlready2.OwlReadyInconsistentOntologyError:
         raise ReasonerError("HermiT: the ontology with this patient data is inconsistent") from None
     except owlready2.OwlReadyJavaError as exc:
