@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import rdflib
 from rdflib.namespace import PROV, RDF
 
 from b12kg.errors import ExitCode
-from conftest import EXAMPLES
+from conftest import EXAMPLES, REPO, cli
 
 B12 = rdflib.Namespace("https://w3id.org/b12kg/ontology#")
 SEED = str(EXAMPLES / "seed-case.ttl")
@@ -141,3 +142,34 @@ def test_fhir_ids_that_are_not_iris_do_not_crash(tmp_path):
     path = write(tmp_path, "odd-ids.json", json.dumps(bundle))
     result = run("recommend", path, "--as-of", "2025-10-31", "--format", "json")
     assert "Traceback" not in result.stderr and result.returncode != ExitCode.INTERNAL, result.stderr
+
+
+def test_version():
+    from b12kg import __version__
+
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"b12kg {__version__}"
+
+
+def test_help_shows_option_types_as_users_expect():
+    recommend = cli("recommend", "--help").stdout
+    assert re.search(r"--as-of\s+DATE", recommend) and re.search(r"--kb\s+PATH", recommend)
+    assert "<str>" not in recommend and "<path>" not in recommend.split("Options")[-1]
+    assert re.search(r"--port\s+INTEGER", cli("serve", "--help").stdout)
+
+
+def test_one_licence_per_kind_consistent_everywhere():
+    import tomllib
+
+    import rdflib
+
+    assert "MIT License" in (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in (REPO / "ontology" / "LICENSE").read_text(encoding="utf-8")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == {"text": "MIT"}
+    dcterms = rdflib.Namespace("http://purl.org/dc/terms/")
+    for path in sorted((REPO / "ontology").glob("*.ttl")):
+        g = rdflib.Graph().parse(path)
+        (ontology,) = g.subjects(rdflib.RDF.type, rdflib.OWL.Ontology)
+        assert g.value(ontology, dcterms.license) == rdflib.URIRef("https://creativecommons.org/licenses/by/4.0/"), path.name
+        assert g.value(ontology, dcterms.creator) is not None, path.name

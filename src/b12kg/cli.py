@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,9 +30,51 @@ def _fail(problems: list[str], code: ExitCode) -> None:
     raise typer.Exit(int(code))
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from b12kg import __version__
+
+        typer.echo(f"b12kg {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
     """Sub-commands below."""
+
+
+# Option types in --help as users expect them (DATE, PATH, INTEGER, TEXT), instead of typer's <str> …
+_METAVARS = {"as_of": "DATE", "start": "DATE", "end": "DATE"}
+
+
+def _with_metavars(command) -> None:
+    """Set each parameter's metavar from its annotation (typer shows ``<str>``, ``<path>``, ``<int>``)."""
+    import datetime
+    from pathlib import Path as _Path
+
+    for param in getattr(command, "params", []):
+        descriptor = getattr(param, "type_descriptor", None)
+        if (descriptor is None or param.metavar is not None or getattr(param, "is_flag", False)
+                or getattr(param, "param_type_name", "") == "argument"):  # an argument is shown by its name
+            continue
+        kind = descriptor.annotation
+        if typing.get_origin(kind) is list:
+            kind = (typing.get_args(kind) or (str,))[0]
+        if param.name in _METAVARS or kind is datetime.date:
+            param.metavar = _METAVARS.get(param.name, "DATE")
+        elif kind is _Path:
+            param.metavar = "PATH"
+        elif kind is int:
+            param.metavar = "INTEGER"
+        elif kind is float:
+            param.metavar = "NUMBER"
+        elif kind is str:
+            param.metavar = "TEXT"
+    for sub in getattr(command, "commands", {}).values():
+        _with_metavars(sub)
 
 
 @app.command()
@@ -107,7 +150,9 @@ def main() -> None:
         sys.stderr = EscapingWriter(sys.stderr)
     try:
         # Without standalone mode click returns the code of a typer.Exit instead of raising it.
-        code = app(standalone_mode=False)
+        command = typer.main.get_command(app)
+        _with_metavars(command)
+        code = command(standalone_mode=False)
     except B12kgError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
