@@ -64,6 +64,17 @@ def test_text_groups_by_stage(base_report):
     assert "0 error(s)" in text
 
 
+def test_info_is_one_line_per_check_unless_verbose(base_report):
+    infos = [f for f in base_report.findings if f.severity is Severity.INFO]
+    checks = {f.check_id for f in infos}
+    assert len(infos) > len(checks)  # the knowledge base has several unverified codes
+    short = render_text(base_report, color=False)
+    assert sum(line.lstrip().startswith("INFO") for line in short.splitlines()) == len(checks)
+    assert "--verbose lists them" in short
+    full = render_text(base_report, color=False, verbose=True)
+    assert sum(line.lstrip().startswith("INFO") for line in full.splitlines()) == len(infos)
+
+
 def test_registry_severities_are_data():
     checks = registry()
     assert checks["logic-gap"].severity is Severity.ERROR

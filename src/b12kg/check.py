@@ -257,10 +257,87 @@ _CLASS_POSITIONS = {RDFS + "subClassOf", OWL + "equivalentClass", OWL + "disjoin
 
 
 def stage_owl(ctx: Context) -> list[Finding]:
-    found = _owl_dl(ctx) + _owl_api(ctx)
+    found = _owl_dl(ctx) + _owl_api(ctx) + _class_cycles(ctx)
     if any(f.severity is Severity.ERROR for f in found):
         return found + [ctx.finding("check-stage-skipped", "HermiT not run: the ontology is not OWL 2 DL (see above)")]
     return found + _hermit(ctx)
+
+
+def _class_cycles(ctx: Context) -> list[Finding]:
+    """Named classes made equivalent by a cycle of rdfs:subClassOf / owl:equivalentClass axioms between
+    named classes (A ⊑ B ⊑ A): every class of the cycle gets every other's instances, which no edit
+    means to do silently. Each cycle is one finding, with its axioms and their file and line."""
+    edges: dict[str, set[str]] = defaultdict(set)
+    for t in ctx.ontology_triples:
+        p = t.predicate.value
+        if p not in (RDFS + "subClassOf", OWL + "equivalentClass"):
+            continue
+        if not (isinstance(t.subject, ox.NamedNode) and isinstance(t.object, ox.NamedNode)):
+            continue
+        if t.subject.value == t.object.value or t.object.value in (OWL + "Thing",):
+            continue
+        edges[t.subject.value].add(t.object.value)
+        if p == OWL + "equivalentClass":  # an intended equivalence: both directions, not reported alone
+            edges[t.object.value].add(t.subject.value)
+    intended = {(t.subject.value, t.object.value) for t in ctx.ontology_triples
+                if t.predicate.value == OWL + "equivalentClass" and isinstance(t.object, ox.NamedNode)}
+    # strongly connected components (Tarjan), iteratively
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        components.append(sorted(component))
+    out = []
+    for component in components:
+        members = set(component)
+        axioms = sorted((a, b) for a in component for b in edges.get(a, ()) if b in members
+                        and (a, b) not in intended and (b, a) not in intended)
+        if not axioms:
+            continue  # only owl:equivalentClass axioms: an equivalence stated on purpose
+        placed = []
+        for a, b in axioms:
+            file, line = ctx.locate(a)
+            placed.append(f"{ctx.compact(a)} rdfs:subClassOf {ctx.compact(b)}" + (f" ({file}:{line})" if file else ""))
+        file, line = ctx.locate(axioms[0][0])
+        out.append(ctx.finding("owl-class-cycle",
+                               f"{', '.join(ctx.compact(c) for c in component)} are made equivalent by a cycle: "
+                               + "; ".join(placed), file=file, line=line, entity=axioms[0][0]))
+    return out
 
 
 def _owl_api(ctx: Context) -> list[Finding]:

@@ -30,7 +30,7 @@ class CheckFormat(str, Enum):
     junit = "junit"
 
 
-def render_text(report: CheckReport, *, color: bool | None = None) -> str:
+def render_text(report: CheckReport, *, color: bool | None = None, verbose: bool = False) -> str:
     import io
 
     from rich.console import Console
@@ -46,7 +46,19 @@ def render_text(report: CheckReport, *, color: bool | None = None) -> str:
         extra = f", {report.scenario_count} scenarios" if stage == "logic" and report.scenario_count else ""
         console.print(f"\n[bold]{stage}[/bold] ({took:.1f} s{extra}): {status}")
         for severity in ("ERROR", "WARN", "INFO"):
-            for f in (x for x in found if x.severity.value == severity):
+            of_severity = [x for x in found if x.severity.value == severity]
+            if severity == "INFO" and not verbose:  # the record, not the news: one line per check
+                by_check: dict[str, list] = {}
+                for f in of_severity:
+                    by_check.setdefault(f.check_id, []).append(f)
+                for check_id, items in by_check.items():
+                    first = f"{items[0].location}: " if items[0].location else ""
+                    more = f" (and {len(items) - 1} more; --verbose lists them)" if len(items) > 1 else ""
+                    console.print(Text.assemble("  ", (f"{severity:5}", styles[severity]),
+                                                f" {check_id}  {len(items)} × e.g. {first}{items[0].message}{more}"),
+                                  highlight=False, soft_wrap=True)
+                continue
+            for f in of_severity:
                 where = f"{f.location}: " if f.location else ""
                 console.print(Text.assemble("  ", (f"{severity:5}", styles[severity]), f" {f.check_id}  {where}{f.message}"),
                               highlight=False, soft_wrap=True)
@@ -117,6 +129,7 @@ def check_command(
     strength: Annotated[Optional[int], typer.Option(
         "--strength", min=1, help="Faster partial run: scenarios cover every combination of this many dimensions.")] = None,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date of the scenarios (YYYY-MM-DD).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every INFO finding (default: one line per check).")] = False,
 ) -> None:
     """Check the knowledge base: syntax, OWL 2 DL + HermiT, guideline shapes, QC queries, decision logic,
     competency questions. Exit 0 clean, 1 findings at or above --fail-on, 2 could not run."""
@@ -159,7 +172,7 @@ def check_command(
     elif fmt is CheckFormat.junit:
         typer.echo(render_junit(report, threshold), nl=False)
     else:
-        typer.echo(render_text(report, color=sys.stdout.isatty()), nl=False)
+        typer.echo(render_text(report, color=sys.stdout.isatty(), verbose=verbose), nl=False)
     if scenarios_out is not None:
         typer.echo(f"wrote {report.scenario_count} scenarios to {scenarios_out}", err=True)
     raise typer.Exit(report.exit_code(threshold))
