@@ -201,3 +201,18 @@ def test_sparql_syntax_error_points_at_line(tmp_path: Path):
     [finding] = [f for f in report.findings if f.check_id == "syntax-sparql"]
     assert finding.file == "queries/report/states.rq"
     assert finding.line is not None and abs(finding.line - (len(lines) - 1)) <= 1
+
+
+def test_a_misspelt_shape_path_is_one_error_not_one_per_statement(tmp_path: Path):
+    root = _copy(tmp_path)
+    target = root / "shapes/guideline-shapes.ttl"
+    text = target.read_text(encoding="utf-8")
+    anchor = "    sh:path b12:hasEvidence ; sh:minCount 1 ;"
+    assert anchor in text
+    target.write_text(text.replace(anchor, "    sh:path b12:hasEvidnce ; sh:minCount 1 ;", 1), encoding="utf-8")
+    report = run_checks(root, stages=["shacl"])
+    errors = [f for f in report.findings if f.severity is Severity.ERROR]
+    assert [f.check_id for f in errors] == ["shacl-undeclared-path"], [(f.check_id, f.message) for f in errors]
+    (finding,) = errors
+    assert finding.file == "shapes/guideline-shapes.ttl" and finding.line == _line_of(target, "sh:path b12:hasEvidnce")
+    assert "b12:hasEvidnce" in finding.message

@@ -547,11 +547,27 @@ def stage_shacl(ctx: Context) -> list[Finding]:
     if shapes_path in ctx.broken_turtle:
         return [ctx.finding("check-stage-skipped", f"{GUIDELINE_SHAPES} does not parse: guideline shapes not run")]
     shapes = rdflib.Graph().parse(shapes_path, format="turtle")
+    sh = rdflib.Namespace(SH)
+    out = []
+    # a path that names no declared property (a typo) is one finding, and the shapes using it are not run:
+    # otherwise each would report every focus node as missing the value
+    declared = ctx.declared | {RDF + "type", RDFS + "label", RDFS + "comment", RDFS + "subClassOf"}
+    broken = set()
+    for shape, path in shapes.subject_objects(sh.path):
+        if isinstance(path, rdflib.URIRef) and str(path) not in declared:
+            rel = ctx.rel(shapes_path)
+            line = next((n for n, text in enumerate(shapes_path.read_text(encoding="utf-8").splitlines(), start=1)
+                         if "sh:path" in text and (ctx.compact(str(path)) in text or f"<{path}>" in text)), None)
+            out.append(ctx.finding("shacl-undeclared-path", f"shape path {ctx.compact(str(path))} names no declared "
+                                   "property; the shapes using it were not run", file=rel, line=line, entity=str(path)))
+            broken.add(shape)
+    for shape in broken:  # remove the property shape, and its link from node shapes
+        for s, p in list(shapes.subject_predicates(shape)):
+            shapes.remove((s, p, shape))
+        shapes.remove((shape, None, None))
     data = rdflib.Graph()
     data.parse(data=ox.serialize(ctx.ontology_triples, format=ox.RdfFormat.N_TRIPLES).decode("utf-8"), format="nt")
     _, report, _ = pyshacl.validate(data, shacl_graph=shapes, inference="none", advanced=True)
-    sh = rdflib.Namespace(SH)
-    out = []
     for result in report.subjects(rdflib.RDF.type, sh.ValidationResult):
         focus = report.value(result, sh.focusNode)
         source = report.value(result, sh.sourceShape)
