@@ -610,8 +610,39 @@ def query_header(text: str) -> dict[str, str]:
     return header
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")  # not the 12 of "B12"
+
+
+def _statement_numbers(ctx: Context) -> list[Finding]:
+    """Every number written in a statement's text is one the statement carries (a threshold it defines,
+    in any unit of its analyte, rounded as written; a regimen's dose or interval; a follow-up window)
+    or one marked as the article's own case (b12:caseSpecificValue): an edit to a number in the
+    ontology that leaves the words behind is an error."""
+    carried: dict[str, list[tuple[Decimal, str]]] = defaultdict(list)
+    texts: dict[str, str] = {}
+    for row in ctx.workspace.select("check/statement-numbers"):
+        statement = row["statement"].value
+        texts[statement] = row["text"].value
+        if "value" in row:
+            carried[statement].append((Decimal(row["value"].value), row["what"].value))
+    out = []
+    for statement, text in sorted(texts.items()):
+        for match in _NUMBER.finditer(text):
+            written = Decimal(match.group(0))
+            step = Decimal(1).scaleb(written.as_tuple().exponent)  # a written integer matches a value that rounds to it
+            if any(abs(value - written) <= step / 2 for value, _ in carried[statement]):
+                continue
+            file, line = ctx.locate(statement)
+            offers = ", ".join(sorted({f"{round(value, 1).normalize():f} ({ctx.compact(what.split(' ', 1)[-1]) if ' ' in what else what})"
+                                       for value, what in carried[statement]})) or "no number"
+            out.append(ctx.finding("qc-statement-number",
+                                   f"{ctx.compact(statement)} says {match.group(0)} (\"…{text[max(0, match.start() - 25):match.end() + 10]}…\") "
+                                   f"but carries {offers}", file=file, line=line, entity=statement))
+    return out
+
+
 def stage_qc(ctx: Context) -> list[Finding]:
-    out: list[Finding] = []
+    out: list[Finding] = _statement_numbers(ctx)
     for path in sorted((ctx.kb.queries_dir / "qc").glob("*-violation.rq")):
         text = path.read_text(encoding="utf-8")
         header = query_header(text)
