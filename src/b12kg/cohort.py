@@ -242,12 +242,14 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
     threading.Thread(target=watch, name="b12kg-parent-watch", daemon=True).start()
 
 
-def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch, _Evaluated]]:
-    """Evaluate batches in ``workers`` processes (in this one for 1), keeping at most two batches per
-    worker in flight so memory stays bounded; results come back in batch order."""
+def _in_order(batches: Iterator[_Batch], workers: int, work: Callable = None) -> Iterator[tuple[_Batch, object]]:
+    """Run ``work`` (default: evaluate for derive; a picklable top-level function) on batches in
+    ``workers`` processes (in this one for 1), keeping at most two batches per worker in flight so memory
+    stays bounded; results come back in batch order."""
+    work = work or _evaluate
     if workers <= 1:
         for batch in batches:
-            yield batch, _evaluate(batch)
+            yield batch, work(batch)
         return
     import multiprocessing
     from collections import deque
@@ -260,7 +262,7 @@ def _in_order(batches: Iterator[_Batch], workers: int) -> Iterator[tuple[_Batch,
                                  initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             pending: deque = deque()
             for batch in batches:
-                pending.append((batch, pool.submit(_evaluate, batch)))
+                pending.append((batch, pool.submit(work, batch)))
                 if len(pending) >= 2 * workers:
                     done, future = pending.popleft()
                     yield done, future.result()

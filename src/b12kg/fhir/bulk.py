@@ -5,7 +5,7 @@ Each batch of patients goes through exactly the pipeline of ``recommend`` (and o
 validation, normalisation, classification, derivation, schedule) at the derived graph's evaluation
 date, and each patient's Bundle (:mod:`b12kg.fhir.write`) is split into its resources, appended to
 ``GuidanceResponse.ndjson``, ``RequestGroup.ndjson``, ``MedicationRequest.ndjson``,
-``ServiceRequest.ndjson``, ``DetectedIssue.ndjson`` and ``Provenance.ndjson``. Memory is bounded by the
+``ServiceRequest.ndjson``, ``DetectedIssue.ndjson`` and ``Provenance.ndjson``. Batches run in worker processes (one per CPU), two per worker in flight, so memory is bounded by the
 batch; the files are written beside the target folder and moved into place when complete, so a failed
 export leaves no partial folder. References between the resources are ``urn:uuid:`` (the Bundle's
 fullUrls), as Bulk Data resources keep them.
@@ -67,27 +67,38 @@ def batch_bundles(kb: KnowledgeBase, data: bytes, label: str, as_of: date) -> tu
     return [patient_bundle(ws, patient_report(evaluation, p)) for p in evaluation.patients], problems
 
 
+def _batch_bundles(batch) -> list[dict]:
+    """In a worker (or this process): the Bundles of one store batch (a picklable top-level function)."""
+    from b12kg.cohort import _read_batch
+
+    kb = KnowledgeBase(Path(batch.root))
+    data = batch.data if batch.data is not None else _read_batch(kb, batch)
+    return batch_bundles(kb, data, batch.label, batch.as_of)[0]
+
+
 def export_ndjson(store, folder: Path, *, kb: KnowledgeBase | None = None, as_of: date | None = None,
-                  batch_size: int = 50, progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Write the store's cohort as FHIR NDJSON into ``folder`` (created; it must not exist). Returns the
-    number of resources per type."""
-    from b12kg.cohort import _batch_data
+                  batch_size: int = 50, workers: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Write the store's cohort as FHIR NDJSON into ``folder`` (created; it must not exist), batches of
+    ``batch_size`` patients in ``workers`` processes (default: one per CPU), written in batch order.
+    Returns the number of resources per type."""
+    from b12kg.cohort import _batches, _in_order
 
     kb = kb or KnowledgeBase()
+    workers = workers or os.cpu_count() or 1
     if folder.exists():
         raise InputError(f"{folder}: already exists; FHIR bulk export writes a new folder")
     if not folder.parent.is_dir():
         raise InputError(f"{folder.parent}: no such folder")
     as_of = as_of or derivation_date(store, kb)
-    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
     counts = dict.fromkeys(TYPES, 0)
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         files = {kind: open(work / f"{kind}.ndjson", "w", encoding="utf-8") for kind in TYPES}
         try:
-            for i in range(0, len(patients), batch_size):
-                batch = patients[i : i + batch_size]
-                bundles, _ = batch_bundles(kb, _batch_data(store, kb, batch), f"store batch {i + 1}", as_of)
+            batches = _batches(store, kb, batch_size, workers, root=str(kb.root), as_of=as_of,
+                               reasoner=Reasoner.rules.value, shacl=True)
+            for batch, bundles in _in_order(batches, workers, work=_batch_bundles):
                 for bundle in bundles:
                     for entry in bundle["entry"]:
                         resource = entry["resource"]
@@ -95,7 +106,7 @@ def export_ndjson(store, folder: Path, *, kb: KnowledgeBase | None = None, as_of
                                                                          separators=(",", ":")) + "\n")
                         counts[resource["resourceType"]] += 1
                 if progress:
-                    progress(len(batch))
+                    progress(len(batch.patients))
         finally:
             for f in files.values():
                 f.flush()
