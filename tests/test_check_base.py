@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from b12kg.check import STAGES, Severity, registry, run_checks
+from b12kg.check import DEFAULT_STAGES as STAGES, Severity, registry, run_checks
 from b12kg.check_cli import render_json, render_junit, render_text
 
 REPO = Path(__file__).resolve().parents[1]

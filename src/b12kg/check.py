@@ -36,7 +36,7 @@ from b12kg.engine import Workspace
 from b12kg.errors import B12kgError, KnowledgeBaseError, ReasonerError
 from b12kg.kb import KnowledgeBase
 
-__all__ = ["STAGES", "CheckReport", "Finding", "Severity", "registry", "run_checks"]
+__all__ = ["DEFAULT_STAGES", "STAGES", "CheckReport", "Finding", "Severity", "registry", "run_checks"]
 
 OWL = "http://www.w3.org/2002/07/owl#"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -47,7 +47,9 @@ GL = "https://w3id.org/b12kg/guideline#"
 PROJECT_NAMESPACES = (B12, GL)
 GUIDELINE_SHAPES = "guideline-shapes.ttl"
 
-STAGES = ("syntax", "owl", "shacl", "qc", "logic", "competency")
+STAGES = ("syntax", "owl", "shacl", "qc", "logic", "competency", "impact")
+#: the stages a run has by default; "impact" runs when there is a revision to compare with (--against)
+DEFAULT_STAGES = STAGES[:-1]
 
 
 class Severity(str, Enum):
@@ -130,8 +132,10 @@ class CheckReport:
 class Context:
     """What the stages share: the knowledge base, a locator for entities, parsed graphs."""
 
-    def __init__(self, kb: KnowledgeBase, *, as_of: date, strength: int | None, scenarios_out: Path | None) -> None:
+    def __init__(self, kb: KnowledgeBase, *, as_of: date, strength: int | None, scenarios_out: Path | None,
+                 against: str | None = None) -> None:
         self.kb = kb
+        self.against = against  # the revision or folder the impact stage compares with
         self.root = kb.root
         self.as_of = as_of
         self.strength = strength  # None: the full cross product
@@ -860,6 +864,35 @@ def _write_csv(ctx: Context, decisions, space) -> None:
                              names(d.missing), str(d.is_gap).lower(), str(conflict).lower()])
 
 
+# ------------------------------------------------------------------------------------ impact
+def stage_impact(ctx: Context) -> list[Finding]:
+    """What the edit since ``ctx.against`` changes for patients (``b12kg diff``): one WARN per edited
+    subject that changes a decision, at its file and line, for clinical review."""
+    from b12kg.diff import TOGETHER, UNATTRIBUTED, DiffError, compare, resolve
+    from b12kg.diff_cli import summary_lines
+
+    if ctx.against is None:
+        return []
+    try:
+        with resolve(ctx.against, repository=ctx.root) as (old, label):
+            report = compare(old, ctx.kb, as_of=ctx.as_of, old_label=label, new_label=str(ctx.root),
+                             strength=ctx.strength, workers=os.cpu_count() or 1)
+    except DiffError as exc:
+        raise KnowledgeBaseError(exc.message) from None
+    out = []
+    for key, location, lines in summary_lines(report):
+        if not lines:
+            continue
+        file, _, line = location.rpartition(":")
+        where = {"file": file, "line": int(line)} if line.isdigit() else {"file": location or None}
+        cause = "with other edited subjects" if key == TOGETHER else (
+            "the whole edit" if key == UNATTRIBUTED else ctx.compact(key))
+        for line in lines:
+            out.append(ctx.finding("impact-change", f"edit since {label}, {cause}: {line}",
+                                   entity=key if "://" in key else None, **where))
+    return out
+
+
 # ------------------------------------------------------------------------------------ competency
 def _render_term(term, prefixes: dict[str, str]) -> str:
     if isinstance(term, ox.NamedNode):
@@ -929,6 +962,7 @@ _STAGE_FUNCS: dict[str, Callable[[Context], list[Finding]]] = {
     "qc": stage_qc,
     "logic": stage_logic,
     "competency": stage_competency,
+    "impact": stage_impact,
 }
 
 
@@ -939,11 +973,13 @@ def run_checks(
     as_of: date | None = None,
     strength: int | None = 4,
     scenarios_out: Path | None = None,
+    against: str | None = None,
 ) -> CheckReport:
     """Run the stages over the knowledge base in ``root`` (default: the project's own).
 
     ``strength``: scenarios cover every combination of values of any ``strength`` dimensions;
     ``None`` evaluates the full cross product. ``scenarios_out``: write the evaluated scenarios as CSV.
+    ``against``: a git revision or folder; the impact stage lists what the edit since then changes.
     Raises :class:`KnowledgeBaseError` when ``root`` is not a knowledge-base folder.
     """
     kb = KnowledgeBase(Path(root)) if root is not None else KnowledgeBase()
@@ -952,11 +988,12 @@ def run_checks(
         raise KnowledgeBaseError(f"{kb.root}: no such folder")
     if missing:
         raise KnowledgeBaseError(f"{kb.root}: not a knowledge-base folder (missing {', '.join(m + '/' for m in missing)})")
-    selected = list(STAGES) if stages is None else [s for s in STAGES if s in set(stages)]
+    wanted = set(stages) if stages is not None else set(DEFAULT_STAGES) | ({"impact"} if against else set())
+    selected = [s for s in STAGES if s in wanted]
     unknown = set(stages or ()) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))} (known: {', '.join(STAGES)})")
-    ctx = Context(kb, as_of=as_of or date.today(), strength=strength, scenarios_out=scenarios_out)
+    ctx = Context(kb, as_of=as_of or date.today(), strength=strength, scenarios_out=scenarios_out, against=against)
     report = CheckReport(root=kb.root, stages=selected)
     syntax_broken = False
     for stage in selected:

@@ -123,13 +123,16 @@ def check_command(
     scenarios_out: Annotated[Optional[Path], typer.Option(
         "--scenarios-out", help="Write every scenario (full cross product) with its decision to this CSV file.")] = None,
     stage: Annotated[Optional[list[str]], typer.Option(
-        "--stage", help=f"Run only these stages (repeat): {', '.join(STAGES)}.")] = None,
+        "--stage", help=f"Run only these stages (repeat): {', '.join(STAGES)} (impact needs --against).")] = None,
     all_scenarios: Annotated[bool, typer.Option(
         "--all-scenarios", help="Evaluate the full cross product of scenario dimensions (the default).")] = False,
     strength: Annotated[Optional[int], typer.Option(
         "--strength", min=1, help="Faster partial run: scenarios cover every combination of this many dimensions.")] = None,
-    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date of the scenarios (YYYY-MM-DD).")] = None,
+    as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date of the scenarios, YYYY-MM-DD (default: today).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every INFO finding (default: one line per check).")] = False,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", help="Also run the impact stage: what the edit since this git revision (or folder) changes "
+                          "for patients, as b12kg diff, one WARN per change.")] = None,
 ) -> None:
     """Check the knowledge base: syntax, OWL 2 DL + HermiT, guideline shapes, QC queries, decision logic,
     competency questions. Exit 0 clean, 1 findings at or above --fail-on, 2 could not run."""
@@ -162,7 +165,8 @@ def check_command(
         fail(f"{directory}: no such folder")
     try:
         report = run_checks(directory, stages=stage or None, as_of=day,
-                            strength=None if (all_scenarios or scenarios_out or strength is None) else strength, scenarios_out=scenarios_out)
+                            strength=None if (all_scenarios or scenarios_out or strength is None) else strength, scenarios_out=scenarios_out,
+                            against=against)
     except ValueError as exc:
         fail(str(exc))
     except B12kgError as exc:

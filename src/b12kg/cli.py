@@ -127,6 +127,10 @@ from b12kg.check_cli import check_command  # noqa: E402  (quality gate over the 
 
 app.command("check")(check_command)
 
+from b12kg.diff_cli import diff_command  # noqa: E402  (what an edit changes for patients)
+
+app.command("diff")(diff_command)
+
 
 from b12kg.store_cli import register as _register_store_commands  # noqa: E402
 

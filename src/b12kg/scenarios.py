@@ -23,7 +23,8 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -47,6 +48,8 @@ __all__ = [
     "ScenarioSpace",
     "bands",
     "build_patient",
+    "cut_points",
+    "decisions_from_rows",
     "evaluate",
 ]
 
@@ -230,11 +233,17 @@ class ScenarioSpace:
     bands: dict[str, list[Band]] = field(default_factory=dict)
 
     @classmethod
-    def from_kb(cls, kb: KnowledgeBase, *, as_of: date) -> ScenarioSpace:
+    def from_kb(cls, kb: KnowledgeBase, *, as_of: date,
+                cuts: Mapping[str, Iterable[Decimal]] | None = None) -> ScenarioSpace:
         """The dimensions, with fact ages for evaluation at ``as_of`` (calendar arithmetic makes the
-        ages of 'older than the policy' facts depend on the date)."""
+        ages of 'older than the policy' facts depend on the date).
+
+        ``cuts`` (analyte IRI -> values) splits the bands at further values, one level per piece: a
+        comparison of two knowledge bases passes the thresholds of both, so a value between an old
+        and a new threshold is sampled."""
         ws = Workspace(kb)
         all_bands = bands(ws)
+        extra_cuts = {a: sorted(set(v)) for a, v in (cuts or {}).items()}
         stale_days = _days_before(ws, "ResultCurrencyPolicy", as_of) + 1
         lapsed_days = _days_before(ws, "TreatmentLapsePolicy", as_of) + 1
 
@@ -251,7 +260,21 @@ class ScenarioSpace:
             found = all_bands.get(analyte)
             if not found:
                 raise KnowledgeBaseError(f"no band classes with b12:bandOf b12:{analyte_local} in the ontology")
-            return [Level(b.name, (lab(analyte, key, b.sample()),)) for b in found]
+            levels = []
+            for band in found:
+                inner = [c for c in extra_cuts.get(analyte, ())
+                         if (band.lower_value is None or c > band.lower_value)
+                         and (band.upper_value is None or c < band.upper_value)]
+                if not inner:
+                    levels.append(Level(band.name, (lab(analyte, key, band.sample()),)))
+                    continue
+                bounds = [band.lower_value, *inner, band.upper_value]
+                for lo, hi in zip(bounds, bounds[1:]):
+                    value = replace(band, lower_value=lo, upper_value=hi).sample()
+                    shown = format(value.normalize(), "f")
+                    levels.append(Level(f"{band.name} at {shown} {band.unit or ''}".rstrip(),
+                                        (lab(analyte, key, value),)))
+            return levels
 
         b12_levels = band_levels("serum-b12", "b12")
         lowest, highest = b12_levels[0].facts[0], b12_levels[-1].facts[0]
@@ -321,6 +344,30 @@ class ScenarioSpace:
         ]
         return cls(dimensions=dims, bands=all_bands)
 
+    def union(self, other: ScenarioSpace, label: str) -> ScenarioSpace:
+        """This space with the levels of ``other`` that hold other facts added to each dimension (a
+        level whose name is taken gets `` (per LABEL)``): the scenarios of two knowledge bases."""
+        theirs = {d.name: d for d in other.dimensions}
+        if set(theirs) != {d.name for d in self.dimensions}:
+            raise KnowledgeBaseError("the two knowledge bases give different scenario dimensions: "
+                                     f"{sorted(d.name for d in self.dimensions)} and {sorted(theirs)}")
+        dims = []
+        for dim in self.dimensions:
+            levels = list(dim.levels)
+            seen = {level.facts for level in levels}
+            names = {level.name for level in levels}
+            for level in theirs[dim.name].levels:
+                if level.facts in seen:
+                    continue
+                name = level.name if level.name not in names else f"{level.name} (per {label})"
+                levels.append(Level(name, level.facts))
+                seen.add(level.facts)
+                names.add(name)
+            dims.append(Dimension(dim.name, tuple(levels)))
+        merged = dict(other.bands)
+        merged.update(self.bands)
+        return ScenarioSpace(dimensions=dims, bands=merged)
+
     def __len__(self) -> int:
         return math.prod(len(d.levels) for d in self.dimensions)
 
@@ -330,6 +377,15 @@ class ScenarioSpace:
         names = [d.name for d in self.dimensions]
         for number, combo in enumerate(itertools.product(*(d.levels for d in self.dimensions)), start=1):
             yield Scenario(id=f"s{number:0{width}d}", levels=tuple(zip(names, combo)))
+
+
+def cut_points(kb: KnowledgeBase) -> dict[str, set[Decimal]]:
+    """The band bounds of each analyte (analyte IRI -> threshold values)."""
+    out: dict[str, set[Decimal]] = defaultdict(set)
+    for analyte, items in bands(Workspace(kb)).items():
+        for band in items:
+            out[analyte].update(v for v in (band.lower_value, band.upper_value) if v is not None)
+    return dict(out)
 
 
 def _days_before(ws: Workspace, policy: str, as_of: date) -> int:
@@ -367,6 +423,7 @@ class Decision:
     possibly_contraindicated: dict[str, list[str]] = field(default_factory=dict)  #: product -> contraindications
     missing: list[str] = field(default_factory=list)  #: missing-data rule IRIs
     assumed: list[str] = field(default_factory=list)  #: assumption IRIs
+    recommended: dict[str, str] = field(default_factory=dict)  #: statement or action -> status IRI
     unworded: list[str] = field(default_factory=list)  #: case-specific statements with no applicable rendering
     no_switch_target: list[str] = field(default_factory=list)  #: switching actions with nothing to switch to
 
@@ -394,9 +451,13 @@ def evaluate(
     as_of: date,
     batch_size: int = 2000,
     workers: int = 1,
+    reader: str | None = None,
 ) -> list[Decision]:
     """Run the real pipeline over the scenarios, ``batch_size`` patients per workspace, the batches
-    spread over ``workers`` processes (results in scenario order either way)."""
+    spread over ``workers`` processes (results in scenario order either way).
+
+    ``reader``: the text of the query that reads the decisions (default: the knowledge base's own
+    ``check/scenario-decisions``); a comparison of two knowledge bases reads both with one query."""
     items = list(scenarios)
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     if workers > 1 and len(batches) > 1:
@@ -404,13 +465,15 @@ def evaluate(
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_evaluate_batch, [kb] * len(batches), batches, [as_of] * len(batches)))
+            results = list(pool.map(_evaluate_batch, [kb] * len(batches), batches, [as_of] * len(batches),
+                                    [reader] * len(batches)))
     else:
-        results = [_evaluate_batch(kb, batch, as_of) for batch in batches]
+        results = [_evaluate_batch(kb, batch, as_of, reader) for batch in batches]
     return [decision for result in results for decision in result]
 
 
-def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, shared_facts: bool = True) -> list[Decision]:
+def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, reader: str | None = None,
+                    shared_facts: bool = True) -> list[Decision]:
     ws = Workspace(kb)
     triples: list[ox.Triple] = []
     for scenario in batch:
@@ -418,7 +481,13 @@ def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, share
     ws.add_triples("patients", triples)
     evaluate_workspace(ws, as_of)
     by_iri = {SCENARIO_IRI_BASE + s.id: Decision(scenario=s) for s in batch}
-    for row in ws.select("check/scenario-decisions"):
+    rows = ws.select_text(reader) if reader else ws.select("check/scenario-decisions")
+    return decisions_from_rows(rows, by_iri)
+
+
+def decisions_from_rows(rows: Iterable[dict], by_iri: dict[str, Decision]) -> list[Decision]:
+    """Fill the decisions (patient IRI -> Decision) from the rows of ``check/scenario-decisions``."""
+    for row in rows:
         decision = by_iri.get(row["patient"].value)
         if decision is None:
             continue
@@ -440,6 +509,8 @@ def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, share
             decision.contraindicated.setdefault(item, []).append(row["source"].value)
         elif kind == "possibly-contraindicated" and item:
             decision.possibly_contraindicated.setdefault(item, []).append(row["source"].value)
+        elif kind == "recommended" and item:
+            decision.recommended[item] = row["status"].value
         elif kind in ("missing", "assumed", "unworded", "no-switch-target") and item:
             getattr(decision, kind.replace("-", "_")).append(item)
     out = list(by_iri.values())
