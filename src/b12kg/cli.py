@@ -132,6 +132,23 @@ from b12kg.diff_cli import diff_command  # noqa: E402  (what an edit changes for
 app.command("diff")(diff_command)
 
 
+@app.command("docs")
+def docs_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write ontology.html, individuals.html, decision.dot and decision.svg to.")] = Path("site/ontology"),
+    kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Document the knowledge base in this folder (default: the project's).")] = None,
+) -> None:
+    """Generate the ontology documentation (pyLODE: every class, property and individual) and the
+    decision diagram (Graphviz) from the ontology, so they cannot drift from it."""
+    from b12kg.kb import KnowledgeBase
+    from b12kg.ontodocs import build
+
+    built = build(KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase(), output)
+    for path in built.files:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{built.classes} classes, {built.individuals} named individuals documented; "
+               f"{built.edges} edges in the decision diagram", err=True)
+
+
 from b12kg.store_cli import register as _register_store_commands  # noqa: E402
 
 _register_store_commands(app)
