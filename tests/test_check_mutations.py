@@ -60,6 +60,11 @@ MUTATIONS = [
              "b12:IschemicStroke a owl:Class ;\n    rdfs:subClassOf b12:Stroke ;\n    owl:disjointWith b12:Stroke ;",
              ("owl",), "owl-unsatisfiable-class", "ontology/b12kg.ttl",
              "https://w3id.org/b12kg/ontology#IschemicStroke", "b12:IschemicStroke a"),
+    Mutation("type a product with two disjoint forms", "ontology/b12kg.ttl",
+             "b12:hydroxocobalamin a owl:NamedIndividual , b12:Hydroxocobalamin ;",
+             "b12:hydroxocobalamin a owl:NamedIndividual , b12:Hydroxocobalamin , b12:Cyanocobalamin ;",
+             ("owl",), "owl-inconsistent", "ontology/b12kg.ttl",
+             "https://w3id.org/b12kg/ontology#hydroxocobalamin", "b12:hydroxocobalamin a"),
     Mutation("misspell an IRI in a query", "queries/derive/07-not-covered.rq",
              "?exclusion a b12:ScopeExclusion .", "?exclusion a b12:ScopeExclusoin .",
              ("qc",), "qc-query-undeclared-iri", "queries/derive/07-not-covered.rq",
@@ -224,3 +229,23 @@ def test_a_misspelt_shape_path_is_one_error_not_one_per_statement(tmp_path: Path
     (finding,) = errors
     assert finding.file == "shapes/guideline-shapes.ttl" and finding.line == _line_of(target, "sh:path b12:hasEvidnce")
     assert "b12:hasEvidnce" in finding.message
+
+
+def test_an_inconsistency_names_the_axioms_that_cause_it_and_no_others(tmp_path: Path):
+    """An individual typed with two of three disjoint forms: the finding lists exactly the two type
+    assertions and the owl:AllDisjointClasses axiom, each at its line (a minimal justification)."""
+    root = _copy(tmp_path)
+    target = root / "ontology" / "b12kg.ttl"
+    text = target.read_text(encoding="utf-8")
+    old = "b12:hydroxocobalamin a owl:NamedIndividual , b12:Hydroxocobalamin ;"
+    target.write_text(text.replace(old, "b12:hydroxocobalamin a owl:NamedIndividual , b12:Hydroxocobalamin , b12:Cyanocobalamin ;"),
+                      encoding="utf-8")
+    report = run_checks(root, stages=("owl",))
+    [finding] = [f for f in report.findings if f.check_id == "owl-inconsistent"]
+    individual, disjoint = _line_of(target, "b12:hydroxocobalamin a"), _line_of(target, "a owl:AllDisjointClasses")
+    axioms = finding.message.split("these axioms together cause it (remove or change one): ", 1)[1].split(" | ")
+    assert sorted(axioms) == sorted([
+        f"b12:hydroxocobalamin a b12:Cyanocobalamin, b12:Hydroxocobalamin . (ontology/b12kg.ttl:{individual})",
+        f"[] a owl:AllDisjointClasses ; owl:members ( b12:Hydroxocobalamin b12:Cyanocobalamin b12:Methylcobalamin ) . "
+        f"(ontology/b12kg.ttl:{disjoint})",
+    ]), axioms

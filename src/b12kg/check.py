@@ -507,8 +507,7 @@ def _hermit(ctx: Context) -> list[Finding]:
         try:
             owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
         except owlready2.OwlReadyInconsistentOntologyError:
-            return [ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists)",
-                                file=ctx.rel(ctx.kb.ontology_files[next(iter(ctx.kb.ontology_files))]))]
+            return [_inconsistency(ctx, data)]
         except owlready2.OwlReadyJavaError as exc:  # HermiT rejects the input: a knowledge-base problem
             return [ctx.finding("owl-reasoner-input", f"HermiT rejected the ontology: {_java_message(exc)}")]
         unsat = sorted({c.iri for c in world.inconsistent_classes() if getattr(c, "iri", None)})
@@ -524,6 +523,139 @@ def _hermit(ctx: Context) -> list[Finding]:
         out.append(ctx.finding("owl-unsatisfiable-class", f"{ctx.compact(iri)} is unsatisfiable; axioms involved: {listed}",
                                file=file, line=line, entity=iri))
     return out
+
+
+MAX_JUSTIFICATION_RUNS = 80  #: HermiT runs spent looking for the axioms behind an inconsistency (~3 s each)
+_DECLARATIONS = {OWL + k for k in ("Class", "ObjectProperty", "DatatypeProperty", "AnnotationProperty", "Ontology",
+                                   "NamedIndividual")}
+
+
+def _consistent_hermit(triples: list[ox.Triple]) -> bool:
+    import owlready2
+
+    world = owlready2.World()
+    try:
+        onto = world.get_ontology("urn:b12kg:justify")
+        onto.load(fileobj=io.BytesIO(ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)), format="ntriples")
+        owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
+        return True
+    except owlready2.OwlReadyInconsistentOntologyError:
+        return False
+    finally:
+        world.close()
+
+
+def _axiom_groups(triples: list[ox.Triple]) -> tuple[list[ox.Triple], dict[str, list[ox.Triple]]]:
+    """Declarations (always kept) and the other triples grouped by the named subject they describe
+    (a blank-node structure with the subject it hangs from, or alone when nothing names it)."""
+    parents: dict[ox.BlankNode, ox.Term] = {}
+    for t in triples:
+        if isinstance(t.object, ox.BlankNode):
+            parents.setdefault(t.object, t.subject)
+
+    def owner(node):
+        seen = set()
+        while isinstance(node, ox.BlankNode) and node in parents and node not in seen:
+            seen.add(node)
+            node = parents[node]
+        return node
+
+    kept, groups = [], defaultdict(list)
+    for t in triples:
+        if t.predicate.value == RDF + "type" and t.object.value in _DECLARATIONS and isinstance(t.subject, ox.NamedNode):
+            kept.append(t)
+            continue
+        root = owner(t.subject)
+        groups[root.value if isinstance(root, ox.NamedNode) else f"_:{root.value}"].append(t)
+    return kept, dict(groups)
+
+
+def _quickxplain(consistent: Callable[[list], bool], background: list, candidates: list, budget: list[int]) -> list:
+    """A minimal subset of ``candidates`` that makes ``background`` inconsistent (QuickXplain,
+    Junker 2004): about k·log(n/k) consistency checks for k culprits among n candidates."""
+    def flat(items):
+        return [t for item in items for t in item[1]]
+
+    def qx(base: list, delta: bool, items: list) -> list:
+        if budget[0] <= 0:
+            raise TimeoutError
+        if delta:
+            budget[0] -= 1
+            if not consistent(flat(base)):
+                return []
+        if len(items) == 1:
+            return items
+        half = len(items) // 2
+        first, second = items[:half], items[half:]
+        found2 = qx(base + first, bool(first), second)
+        found1 = qx(base + found2, bool(found2), first)
+        return found1 + found2
+
+    return qx(background, False, candidates)
+
+
+def _inconsistency(ctx: Context, data: bytes) -> Finding:
+    """The owl-inconsistent finding, with a minimal set of axioms behind it, each at its file:line."""
+    triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
+    kept, groups = _axiom_groups(triples)
+    items = [(key, group) for key, group in sorted(groups.items())]
+    budget = [MAX_JUSTIFICATION_RUNS]
+    try:
+        culprits = _quickxplain(_consistent_hermit, [("", kept)], items, budget)
+        # within each culprit subject, the triples that matter (the others stay in)
+        exact = []
+        for n, (key, group) in enumerate(culprits):
+            others = [c for i, c in enumerate(culprits) if i != n]
+            if key.startswith("_:") or len(group) == 1:
+                exact.append((key, group))
+                continue
+            rest = _quickxplain(_consistent_hermit, [("", kept)] + others, [(key, [t]) for t in group], budget)
+            exact.append((key, [t for _, ts in rest for t in ts]))
+    except TimeoutError:
+        return ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists); no minimal set "
+                           f"of axioms found within {MAX_JUSTIFICATION_RUNS} reasoner runs",
+                           file=ctx.rel(ctx.ontology_paths[0]))
+    shown, first = [], None
+    for key, group in sorted(exact, key=lambda kg: (kg[0].startswith("_:"), kg[0])):  # named subjects first
+        file, line = _locate_group(ctx, key, group)
+        first = first or (file, line, key)
+        text = _turtle(group)
+        shown.append(f"{text} ({file}:{line})" if file else text)
+    file, line, key = first if first else (ctx.rel(ctx.ontology_paths[0]), None, None)
+    return ctx.finding("owl-inconsistent", "HermiT: the ontology is inconsistent (no model exists); these axioms "
+                       f"together cause it (remove or change one): {' | '.join(shown)}",
+                       file=file, line=line, entity=key if key and not key.startswith("_:") else None)
+
+
+def _turtle(triples: list[ox.Triple]) -> str:
+    """Triples as one line of Turtle with the project's prefixes (RDF lists as ( … ))."""
+    import rdflib
+
+    graph = rdflib.Graph()
+    for prefix, ns in (("b12", B12), ("gl", GL), ("owl", OWL), ("rdf", RDF), ("rdfs", RDFS),
+                       ("xsd", "http://www.w3.org/2001/XMLSchema#")):
+        graph.bind(prefix, ns)
+    graph.parse(data=ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES).decode("utf-8"), format="nt")
+    body = [line.strip() for line in graph.serialize(format="turtle").splitlines()
+            if line.strip() and not line.startswith("@prefix")]
+    return " ".join(body)
+
+
+def _locate_group(ctx: Context, key: str, group: list[ox.Triple]) -> tuple[str | None, int | None]:
+    """Where a subject's axioms are written: the subject's line; for a blank-node structure (such as
+    an owl:AllDisjointClasses), the line that names most of its members."""
+    if not key.startswith("_:"):
+        return ctx.locate(key)
+    names = {t.object.value for t in group if isinstance(t.object, ox.NamedNode)} - {OWL + "AllDisjointClasses"}
+    best, best_count = (None, None), 0
+    for path, lines, prefixes in ctx._turtle_index:
+        forms = [(iri, [f"<{iri}>"] + [f"{p}:{iri[len(ns):]}" for ns, p in prefixes.items() if iri.startswith(ns)])
+                 for iri in names]
+        for number, line in enumerate(lines, start=1):
+            count = sum(1 for _, fs in forms if any(re.search(rf"(?<![\w:/#-]){re.escape(f)}(?![\w-])", line) for f in fs))
+            if count > best_count:
+                best, best_count = (ctx.rel(path), number), count
+    return best
 
 
 def _axioms_involving(ctx: Context, iri: str) -> list[str]:
