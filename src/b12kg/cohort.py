@@ -216,10 +216,14 @@ def _read_batch(kb: KnowledgeBase, batch: _Batch) -> bytes:
     return _batch_data(_READERS[folder], kb, [ox.NamedNode(p) for p in batch.patients])
 
 
-def _batches(store: Store, kb: KnowledgeBase, size: int, workers: int, **common) -> Iterator[_Batch]:
+def _batches(store: Store, kb: KnowledgeBase, size: int, workers: int, on_total: Callable[[int], None] | None = None,
+             **common) -> Iterator[_Batch]:
     """The batches to evaluate. Worker processes read an embedded store's batches themselves (reading
-    is a third of the work per patient, and the writer has the bulk loading to do)."""
+    is a third of the work per patient, and the writer has the bulk loading to do). ``on_total`` is
+    told how many patients there are before the first batch."""
     patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    if on_total is not None:
+        on_total(len(patients))
     embedded = isinstance(store, EmbeddedStore) and workers > 1
     for i in range(0, len(patients), size):
         batch = patients[i : i + size]
@@ -336,7 +340,8 @@ REPLACE_MODES = ("atomic", "batches")
 
 def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = DEFAULT_BATCH,
            reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
-           progress: Progress | None = None, replace: str = "atomic") -> DeriveResult:
+           progress: Progress | None = None, replace: str = "atomic",
+           on_total: Callable[[int], None] | None = None) -> DeriveResult:
     """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
 
     Batches of ``batch_size`` patients are evaluated in ``workers`` processes (default: one per CPU;
@@ -357,7 +362,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
     if workers is None:
         workers = os.cpu_count() or 1
-    batches = _batches(store, kb, batch_size, workers, root=str(kb.root), as_of=as_of,
+    batches = _batches(store, kb, batch_size, workers, on_total=on_total, root=str(kb.root), as_of=as_of,
                        reasoner=Reasoner(reasoner).value, shacl=shacl)
 
     def derived() -> Iterator[tuple[list[str], bytes]]:

@@ -38,18 +38,26 @@ def _open(store, endpoint, update_endpoint, user, password, auth, *, read_only=F
 
 
 @contextmanager
-def _progress(description: str, total: int | None):
-    """A rich progress bar on stderr when it is a terminal; otherwise a no-op callback."""
+def _progress(description: str, total: int | None, unit: str = "items"):
+    """A rich progress bar on stderr when it is a terminal (done/total, rate, elapsed and time left);
+    otherwise a no-op. Yields (advance(n), set_total(n))."""
     if not sys.stderr.isatty():
-        yield lambda n: None
+        yield (lambda n: None), (lambda n: None)
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
 
-    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} {unit}/s" if task.speed else f"- {unit}/s")
+
+    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(),
                   console=Console(file=getattr(sys.stderr, "raw", sys.stderr)), transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task(description, total=total, visible=total is not None)  # shown once the total is known
+        yield (lambda n: bar.advance(task, n)), (lambda n: bar.update(task, total=n, visible=True))
 
 
 def parse_as_of(value: str | None) -> date:
@@ -85,7 +93,7 @@ def load_command(
         # derived results of the loaded datasets' patients
         cleared = s.has_graph(GRAPH_DERIVED)
         embedded = isinstance(s, EmbeddedStore)
-        with _progress("loading", len(files)) as advance:
+        with _progress("loading", len(files), "files") as (advance, _):
             loaded = cohort.load(s, files, dataset=dataset, progress=advance)
     finally:
         s.close()
@@ -126,9 +134,9 @@ def derive_command(
     kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
     s = _open(store, endpoint, update_endpoint, user, password, auth)
     try:
-        with _progress("deriving", None) as advance:
+        with _progress("deriving", None, "patients") as (advance, set_total):
             result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, workers=workers,
-                                   progress=advance, replace=replace)
+                                   progress=advance, replace=replace, on_total=set_total)
     finally:
         s.close()
     for problem in result.problems:

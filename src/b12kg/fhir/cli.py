@@ -32,8 +32,8 @@ def import_fhir_command(
     line; the other files still import and their output is still written, and the exit code is then 3.
     A value outside the numbers b12kg computes with (see docs/clinicians.md, "Input limits") is refused
     and reported, never written.
-    Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read, 4 a value was
-    refused (and nothing unreadable).
+    Exit codes: 0 all imported, 2 usage error, 3 some files or resources could not be read, or no Patient
+    in the input, 4 a value was refused (and nothing unreadable).
     """
     from b12kg.fhir.read import import_fhir
     from b12kg.kb import KnowledgeBase
@@ -41,6 +41,10 @@ def import_fhir_command(
     if out is not None and store is not None:
         raise typer.BadParameter("use either --out or --store, not both")
     result = import_fhir(paths, kb=KnowledgeBase(kb_dir) if kb_dir else None)
+    if result.files and not result.reports and not result.errors:
+        typer.echo(result.report_text(), err=True, nl=False)
+        raise InputError(f"{', '.join(str(p) for p in paths)}: no FHIR Patient found: nothing to import "
+                         "(the patients' resources need their Patient in the same import)")
     if store is not None:
         from b12kg.store import GRAPH_DERIVED, EmbeddedStore, dataset_graph
 
