@@ -81,7 +81,7 @@ def _with_metavars(command) -> None:
 def recommend(
     patient_file: Annotated[Path, typer.Argument(help="Patient data: Turtle (.ttl), N-Triples (.nt), JSON-LD (.jsonld), or FHIR R4 JSON (a Bundle or resources) or NDJSON.")],
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Evaluation date, YYYY-MM-DD (default: today).")] = None,
-    output: Annotated[str, typer.Option("--format", "-f", help="text, json, fhir (a FHIR R4 Bundle per patient), turtle or jsonld.")] = "text",
+    output: Annotated[str, typer.Option("--format", "-f", help="text, json, html (a self-contained page with a timeline plot), fhir (a FHIR R4 Bundle per patient), turtle or jsonld.")] = "text",
     reasoner: Annotated[str, typer.Option("--reasoner", help="rules (fast, default) or hermit (OWL 2 DL via owlready2).")] = "rules",
     kb_dir: Annotated[Optional[Path], typer.Option("--kb", help="Use the knowledge base in this folder (ontology/, shapes/, queries/).")] = None,
 ) -> None:
@@ -92,9 +92,9 @@ def recommend(
     from b12kg.report import OutputFormat, derived_graph, render_text, reports
 
     try:
-        fmt = None if output == "fhir" else OutputFormat(output)
+        fmt = None if output in ("fhir", "html") else OutputFormat(output)
     except ValueError:
-        _fail([f"--format: {output!r} is not one of text, json, fhir, turtle, jsonld"], ExitCode.USAGE)
+        _fail([f"--format: {output!r} is not one of text, json, html, fhir, turtle, jsonld"], ExitCode.USAGE)
     try:
         engine = Reasoner(reasoner)
     except ValueError:
@@ -104,6 +104,11 @@ def recommend(
     day = parse_as_of(as_of)
     kb = KnowledgeBase(kb_dir) if kb_dir else KnowledgeBase()
     evaluation = run(patient_file, as_of=day, reasoner=engine, kb=kb)
+    if output == "html":
+        from b12kg.page import render_html
+
+        typer.echo(render_html(evaluation), nl=False)
+        return
     if fmt in (OutputFormat.turtle, OutputFormat.jsonld):
         typer.echo(derived_graph(evaluation, fmt), nl=False)
         return
