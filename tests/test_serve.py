@@ -404,3 +404,20 @@ def test_export_through_serve_never_exits_0_with_a_partial_export(endpoint, load
     expected = {q.triple for q in store.store.quads_for_pattern(None, None, None, ox.NamedNode("urn:b12kg:graph:derived"))}
     store.close()
     assert {q.triple for q in ox.parse(path=str(out), format=ox.RdfFormat.N_TRIPLES)} == expected
+
+
+def test_a_refused_large_body_still_gets_its_413(endpoint):
+    """A client that sends a body larger than the limit, in pieces, must read the 413 rather than a reset
+    connection: the server reads and drops a refused body (up to a bound) before it answers and closes.
+    (Closing with the body unread resets the connection under the client as it writes.)"""
+    body = urllib.parse.urlencode({"query": "ASK {} #" + "x" * 2_000_000}).encode()
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=30) as s:
+        s.sendall(b"POST /query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        for i in range(0, len(body), 65_536):
+            s.sendall(body[i : i + 65_536])
+            time.sleep(0.002)
+        answer = b""
+        while chunk := s.recv(65_536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]

@@ -346,12 +346,34 @@ def _too_large(policy: Policy) -> Refused:
     return Refused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a query of at most {policy.max_query_bytes} bytes")
 
 
+DRAIN_BYTES = 16 * 1024 * 1024  #: a refused body up to this size is read and dropped before the 413
+
+
+async def _drain(request: Request, policy: Policy, already: int) -> None:
+    """Read and drop the rest of a refused body (at most DRAIN_BYTES in all, within the request time):
+    closing a connection with its body unread resets it under the client, which then sees a reset
+    instead of its 413. Nothing is kept, so memory stays bounded."""
+    async def read() -> None:
+        seen = already
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > DRAIN_BYTES:
+                return
+
+    try:
+        await asyncio.wait_for(read(), timeout=policy.request_seconds)
+    except (asyncio.TimeoutError, ClientDisconnect):
+        pass
+
+
 async def _body(request: Request, policy: Policy) -> bytes:
     most = 3 * policy.max_query_bytes + 4096  # a URL-encoded form may take three bytes a character
     declared = request.headers.get("content-length")
     if declared is not None and not declared.isdigit():
         raise Refused(HTTPStatus.BAD_REQUEST, "a valid Content-Length")
     if declared is not None and int(declared) > most:
+        if int(declared) <= DRAIN_BYTES:
+            await _drain(request, policy, 0)
         raise _too_large(policy)
     chunks, size = [], 0
 
@@ -360,6 +382,7 @@ async def _body(request: Request, policy: Policy) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > most:
+                await _drain(request, policy, size)
                 raise _too_large(policy)
             chunks.append(chunk)
 
