@@ -35,6 +35,7 @@ import pyoxigraph as ox
 from b12kg.engine import Workspace
 from b12kg.errors import B12kgError, KnowledgeBaseError, ReasonerError
 from b12kg.kb import KnowledgeBase
+from b12kg.scenarios import common_values
 
 __all__ = ["DEFAULT_STAGES", "STAGES", "CheckReport", "Finding", "Severity", "registry", "run_checks"]
 
@@ -206,10 +207,15 @@ class Context:
         return best if best else (None, None)
 
     def compact(self, iri: str) -> str:
-        for prefix, ns in (("b12", B12), ("gl", GL), ("owl", OWL), ("rdfs", RDFS), ("rdf", RDF)):
-            if iri.startswith(ns):
-                return f"{prefix}:{iri[len(ns):]}"
-        return iri
+        return compact(iri)
+
+
+def compact(iri: str) -> str:
+    """``b12:Patient`` for the project's and OWL/RDF(S) IRIs; any other IRI as it is."""
+    for prefix, ns in (("b12", B12), ("gl", GL), ("owl", OWL), ("rdfs", RDFS), ("rdf", RDF)):
+        if iri.startswith(ns):
+            return f"{prefix}:{iri[len(ns):]}"
+    return iri
 
 
 # ------------------------------------------------------------------------------------ syntax
@@ -910,11 +916,7 @@ def _band_findings(ctx: Context, analyte: str, items) -> list[Finding]:
 
 
 def _common(decisions) -> str:
-    if not decisions:
-        return ""
-    first = decisions[0].scenario.values()
-    same = {k: v for k, v in first.items() if all(d.scenario.values()[k] == v for d in decisions)}
-    return ", ".join(f"{k}={v}" for k, v in same.items())
+    return common_values([d.scenario.values() for d in decisions])
 
 
 def _decision_findings(ctx: Context, decisions, space) -> list[Finding]:

@@ -38,7 +38,7 @@ from b12kg import scenarios as sc
 from b12kg.errors import B12kgError, KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
 
-__all__ = ["Cause", "DiffError", "DiffReport", "Item", "compare", "kb_changes", "resolve"]
+__all__ = ["Cause", "DiffError", "DiffReport", "Item", "compare", "kb_changes", "require_kb", "resolve"]
 
 KB_FOLDERS = ("ontology", "shapes", "queries", "schema")
 TOGETHER = "the units together"  #: the cause of changes no single unit reproduces
@@ -57,7 +57,7 @@ def resolve(spec: str, *, repository: Path) -> Iterator[tuple[KnowledgeBase, str
     to a temporary folder, removed afterwards). Yields (knowledge base, label)."""
     folder = Path(spec)
     if folder.is_dir():
-        _require_kb(folder, spec)
+        require_kb(folder, spec)
         yield KnowledgeBase(folder), str(folder)
         return
     top = _git(repository, "rev-parse", "--show-toplevel")
@@ -79,7 +79,7 @@ def resolve(spec: str, *, repository: Path) -> Iterator[tuple[KnowledgeBase, str
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(tmp, filter="data")
         root = Path(tmp) / prefix
-        _require_kb(root, f"revision {spec}")
+        require_kb(root, f"revision {spec}")
         yield KnowledgeBase(root), f"{spec} ({commit.strip()[:12]})"
 
 
@@ -91,7 +91,7 @@ def _git(where: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def _require_kb(root: Path, what: str) -> None:
+def require_kb(root: Path, what: str) -> None:
     missing = [d for d in ("ontology", "shapes", "queries") if not (root / d).is_dir()]
     if missing:
         raise DiffError(f"{what}: not a knowledge base (no {', '.join(m + '/' for m in missing)})")

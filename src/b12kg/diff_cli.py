@@ -15,7 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from b12kg.check import compact
 from b12kg.diff import TOGETHER, UNATTRIBUTED, DiffReport, Effect, Item
+from b12kg.scenarios import common_values
 
 __all__ = ["diff_command", "render_csv", "render_json", "render_text", "summary_lines"]
 
@@ -33,31 +35,20 @@ _KIND_WORDS = {
 }
 
 
-def _short(iri: str) -> str:
-    for prefix, ns in (("b12", "https://w3id.org/b12kg/ontology#"), ("gl", "https://w3id.org/b12kg/guideline#")):
-        if iri.startswith(ns):
-            return f"{prefix}:{iri[len(ns):]}"
-    return iri
-
-
 def describe_item(item: Item, names: dict[str, str]) -> str:
     """``recommendation gl:stmt-form-1 "Form 1: …" (selected)``: an item for people."""
     kind, entity, *detail = item
     label = names.get(entity)
-    text = f"{_KIND_WORDS.get(kind, kind)} {_short(entity)}" + (f" \"{label}\"" if label else "")
+    text = f"{_KIND_WORDS.get(kind, kind)} {compact(entity)}" + (f" \"{label}\"" if label else "")
     if detail:
         extra = detail[0]
         word = {"permitted product": "for", "contraindication": "by", "possible contraindication": "by"}.get(kind)
-        text += f" ({word} {_short(extra)})" if word else f" ({_short(extra).split(':')[-1]})"
+        text += f" ({word} {compact(extra)})" if word else f" ({compact(extra).split(':')[-1]})"
     return text
 
 
 def _common(report: DiffReport, ids: list[str]) -> str:
-    values = [report.subjects[i].values for i in ids if report.subjects[i].values]
-    if not values:
-        return ""
-    same = {k: v for k, v in values[0].items() if all(v2.get(k) == v for v2 in values)}
-    return ", ".join(f"{k}={v}" for k, v in same.items())
+    return common_values([report.subjects[i].values for i in ids if report.subjects[i].values])
 
 
 def _example(report: DiffReport, sid: str) -> str:
@@ -123,12 +114,12 @@ def render_text(report: DiffReport) -> str:
     for cause in report.causes:
         effects = report.effects.get(cause.key, [])
         tail = "" if effects else "  (changes no decision alone)"
-        lines.append(f"  {cause.location}  {_short(cause.key)}  -{len(cause.removed)} +{len(cause.added)}{tail}")
+        lines.append(f"  {cause.location}  {compact(cause.key)}  -{len(cause.removed)} +{len(cause.added)}{tail}")
     for key, location, effect_lines in summary_lines(report):
         if not effect_lines:
             continue
         lines.append("")
-        lines.append(f"{location}  {_short(key)}" if location else key)
+        lines.append(f"{location}  {compact(key)}" if location else key)
         cause = next((c for c in report.causes if c.key == key), None)
         if cause is not None:
             for file, triple in cause.removed:
@@ -209,7 +200,7 @@ def diff_command(
     change, 1 changes, 2 could not run."""
     import os
 
-    from b12kg.diff import compare, resolve
+    from b12kg.diff import compare, require_kb, resolve
     from b12kg.errors import B12kgError, KnowledgeBaseError
     from b12kg.kb import KnowledgeBase, default_root
     from b12kg.store_cli import parse_as_of
@@ -227,6 +218,7 @@ def diff_command(
         new_root = new if new is not None else default_root()
         if not new_root.is_dir():
             fail(f"{new_root}: no such folder")
+        require_kb(new_root, str(new_root))  # before extracting OLD: a bad NEW fails at once
         opened = None
         if store is not None:
             if not store.is_dir():
@@ -235,14 +227,15 @@ def diff_command(
 
             opened = open_store(store=str(store), read_only=True)
         interactive = sys.stderr.isatty()
-        with resolve(old, repository=new_root) as (old_kb, old_label):
-            from b12kg.diff import _require_kb
-
-            _require_kb(new_root, str(new_root))
-            report = compare(old_kb, KnowledgeBase(new_root), as_of=day, old_label=old_label, new_label=str(new_root),
-                             strength=strength, scenarios=not no_scenarios, store=opened,
-                             workers=os.cpu_count() or 1, max_causes=max_units,
-                             progress=(lambda m: typer.echo(f"diff: {m}", err=True)) if interactive else None)
+        try:
+            with resolve(old, repository=new_root) as (old_kb, old_label):
+                report = compare(old_kb, KnowledgeBase(new_root), as_of=day, old_label=old_label,
+                                 new_label=str(new_root), strength=strength, scenarios=not no_scenarios,
+                                 store=opened, workers=os.cpu_count() or 1, max_causes=max_units,
+                                 progress=(lambda m: typer.echo(f"diff: {m}", err=True)) if interactive else None)
+        finally:
+            if opened is not None:
+                opened.close()
     except KnowledgeBaseError as exc:
         fail(exc.message, int(exc.exit_code))
     except B12kgError as exc:

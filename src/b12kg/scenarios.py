@@ -48,6 +48,7 @@ __all__ = [
     "ScenarioSpace",
     "bands",
     "build_patient",
+    "common_values",
     "cut_points",
     "decisions_from_rows",
     "evaluate",
@@ -377,6 +378,14 @@ class ScenarioSpace:
         names = [d.name for d in self.dimensions]
         for number, combo in enumerate(itertools.product(*(d.levels for d in self.dimensions)), start=1):
             yield Scenario(id=f"s{number:0{width}d}", levels=tuple(zip(names, combo)))
+
+
+def common_values(values: list[dict[str, str]]) -> str:
+    """``dim=level, …`` for the dimension levels every one of ``values`` (scenario values) shares."""
+    if not values:
+        return ""
+    same = {k: v for k, v in values[0].items() if all(other.get(k) == v for other in values)}
+    return ", ".join(f"{k}={v}" for k, v in same.items())
 
 
 def cut_points(kb: KnowledgeBase) -> dict[str, set[Decimal]]:
