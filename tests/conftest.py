@@ -29,6 +29,16 @@ def kb_copy(tmp_path: Path) -> KnowledgeBase:
     return KnowledgeBase(tmp_path)
 
 
+def ontology_graph(kb: KnowledgeBase):
+    """Every ontology module of ``kb`` parsed into one rdflib graph (the imports closure)."""
+    import rdflib
+
+    graph = rdflib.Graph()
+    for path in kb.ontology_files.values():
+        graph.parse(path, format="turtle")
+    return graph
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

@@ -10,19 +10,12 @@ from rdflib.namespace import OWL, RDF, RDFS
 
 from b12kg.ontodocs import build, decision_dot
 
-from conftest import cli, require_binary
+from conftest import cli, ontology_graph, require_binary
 
 require_binary("dot", "apt-get install graphviz")
 
 B12 = "https://w3id.org/b12kg/ontology#"
 GL = "https://w3id.org/b12kg/guideline#"
-
-
-def closure(kb) -> rdflib.Graph:
-    graph = rdflib.Graph()
-    for path in kb.ontology_files.values():
-        graph.parse(path, format="turtle")
-    return graph
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def built(tmp_path_factory):
 def test_the_pages_document_every_class_property_and_individual(kb, built):
     out, result = built
     html = (out / "ontology.html").read_text(encoding="utf-8") + (out / "individuals.html").read_text(encoding="utf-8")
-    graph = closure(kb)
+    graph = ontology_graph(kb)
     kinds = (OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty, OWL.NamedIndividual)
     entities = {s for k in kinds for s in graph.subjects(RDF.type, k)
                 if isinstance(s, rdflib.URIRef) and str(s).startswith((B12, GL))}
@@ -57,7 +50,7 @@ def test_the_diagram_shows_every_regimen_contraindication_and_exclusion(kb, buil
     svg = ET.parse(out / "decision.svg").getroot()
     assert svg.tag.endswith("svg")
     text = " ".join(t.text or "" for t in svg.iter() if t.tag.endswith("text"))
-    graph = closure(kb)
+    graph = ontology_graph(kb)
     for kind in ("Regimen", "Contraindication", "ScopeExclusion"):
         members = list(graph.subjects(RDF.type, rdflib.URIRef(B12 + kind)))
         assert members, kind

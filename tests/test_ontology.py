@@ -12,18 +12,13 @@ from rdflib.namespace import OWL, RDF, RDFS, SKOS
 
 from b12kg.namespaces import B12
 
+from conftest import ontology_graph
+
 B12NS = "https://w3id.org/b12kg/ontology#"
 
 
-def merged(kb) -> rdflib.Graph:
-    g = rdflib.Graph()
-    for path in kb.ontology_files.values():
-        g.parse(path, format="turtle")
-    return g
-
-
 def test_every_module_parses_and_the_catalog_lists_the_imports(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     main = rdflib.URIRef("https://w3id.org/b12kg/ontology")
     assert (main, RDF.type, OWL.Ontology) in g
     assert g.value(main, OWL.versionIRI) is not None
@@ -44,7 +39,7 @@ def test_loads_in_owlready2(kb):
 
 
 def test_every_class_and_property_has_a_label_and_a_definition(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     kinds = [OWL.Class, OWL.ObjectProperty, OWL.DatatypeProperty, OWL.AnnotationProperty]
     missing = []
     for kind in kinds:
@@ -67,13 +62,13 @@ def test_guideline_numbers_live_only_in_the_ontology(kb):
 
 
 def test_each_threshold_value_is_stated_once(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     values = [str(o) for o in g.objects(None, rdflib.URIRef(B12NS + "thresholdValue"))]
     assert len(values) == len(set(values)) == 5
 
 
 def test_codes_not_verified_in_the_clinical_reference_are_marked_unverified(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     status = {str(s): str(o) for s, o in g.subject_objects(rdflib.URIRef(B12NS + "verificationStatus"))}
     for code in ["http://snomed.info/id/422504002", "http://snomed.info/id/236423003", "http://snomed.info/id/275526006"]:
         assert status[code] == B12NS + "Unverified", code
@@ -82,14 +77,14 @@ def test_codes_not_verified_in_the_clinical_reference_are_marked_unverified(kb):
 
 
 def test_closed_namespace_terms_exist_in_the_ontology(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     declared = {str(s) for s in g.subjects() if isinstance(s, rdflib.URIRef) and str(s).startswith(B12NS)}
     for name in B12.__annotations__:
         assert B12NS + name in declared, name
 
 
 def test_the_article_and_its_references(kb):
-    g = merged(kb)
+    g = ontology_graph(kb)
     gl = rdflib.Namespace("https://w3id.org/b12kg/guideline#")
     assert str(g.value(gl.article, rdflib.URIRef("http://purl.org/dc/terms/modified"))) == "2025-10-31"
     assert str(g.value(gl.article, rdflib.URIRef(B12NS + "reviewStatus"))) == "pending human review"
@@ -105,7 +100,7 @@ def test_the_article_and_its_references(kb):
 
 def test_statement_texts_are_the_articles_words(kb, shared_dir):
     article = (shared_dir / "source" / "b12-post-stroke-guideline.txt").read_text()
-    g = merged(kb)
+    g = ontology_graph(kb)
     for s in g.subjects(RDF.type, rdflib.URIRef(B12NS + "GuidelineStatement")):
         text = str(g.value(s, rdflib.URIRef(B12NS + "text")))
         assert text in article, s

@@ -43,8 +43,7 @@ def _timeline_data(evaluation: Evaluation, patient: str) -> dict[str, Any]:
         analyte = row["analyte"].value.rsplit("#", 1)[-1]
         results.setdefault(analyte, []).append((_day(row["date"].value), float(row["canonical"].value)))
     doses = [(_day(r["day"].value), r["productLabel"].value, r["routeLabel"].value)
-             for r in ws.select("report/doses", {**subject, "asOf": ox.Literal(evaluation.as_of.isoformat(),
-                                                                                datatype=ox.NamedNode("http://www.w3.org/2001/XMLSchema#date"))})]
+             for r in ws.select("report/doses", {**subject, "asOf": evaluation.as_of})]
     return {"results": {k: sorted(v) for k, v in results.items()}, "doses": doses}
 
 
