@@ -35,18 +35,24 @@ class PatientData:
     path: Path
     triples: list[ox.Triple]
 
+    def shacl_triples(self) -> list[ox.Triple]:
+        """The triples as the SHACL engines see them: a numeric literal outside its lexical space goes in
+        as plain text (see :meth:`to_rdflib`)."""
+        return [ox.Triple(t.subject, t.predicate, ox.Literal(t.object.value))
+                if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES
+                and outside_lexical_space(t.object.value, t.object.datatype.value) else t
+                for t in self.triples]
+
     def to_rdflib(self) -> rdflib.Graph:
         """The triples as an rdflib graph. A numeric literal outside its lexical space goes in as plain
         text: rdflib would read ``"5e999999999"^^xsd:decimal`` as a number that SHACL then writes out
         digit by digit. (The shapes report it as not a number.)"""
         graph = rdflib.Graph()
-        triples = [ox.Triple(t.subject, t.predicate, ox.Literal(t.object.value))
-                   if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES
-                   and outside_lexical_space(t.object.value, t.object.datatype.value) else t
-                   for t in self.triples]
+        triples = self.shacl_triples()
         data = ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)
-        try:
-            graph.parse(data=data.decode("utf-8"), format="nt")
+        blanks = {term.value for t in triples for term in (t.subject, t.object) if isinstance(term, ox.BlankNode)}
+        try:  # blank nodes keep their labels, so that results name the same nodes as the triples
+            graph.parse(data=data.decode("utf-8"), format="nt", bnode_context={b: rdflib.BNode(b) for b in blanks})
         except Exception as exc:  # e.g. RDF-star quoted triples, which pyoxigraph reads and rdflib does not
             raise InputError(f"{self.path}: unsupported RDF in patient data ({str(exc).splitlines()[0][:120]}); "
                              "RDF-star quoted triples are not part of the patient vocabulary") from None

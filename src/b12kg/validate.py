@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyoxigraph as ox
 import pyshacl
+import pyshacl_turbo
 import rdflib
 from rdflib.namespace import RDF, SH
 
@@ -20,6 +21,7 @@ from b12kg.kb import KnowledgeBase
 from b12kg.patient import PatientData
 
 PATIENT_SHAPES = "patient-shapes.ttl"
+B12 = "https://w3id.org/b12kg/ontology#"
 _LINKS = ("hasCondition", "hasLabResult", "hasAdministration", "hasNeurologicalAssessment", "hasTreatmentPreference")
 
 
@@ -37,39 +39,71 @@ def _compact(graph: rdflib.Graph, term: rdflib.term.Node) -> str:
             return graph.namespace_manager.normalizeUri(term)
         except Exception:
             return f"<{term}>"
+    if isinstance(term, rdflib.BNode):  # its label is the parser's, not the file's: say what it is
+        return "a blank node"
     return str(term)
 
 
-def validate_shapes(patient: PatientData, kb: KnowledgeBase) -> list[str]:
-    """SHACL-validate a patient file; returns one message per violation (empty when valid)."""
+ENGINES = ("turbo", "pyshacl")  # the first is the default; pySHACL is the reference it is tested against
+
+
+def shacl_report(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0]) -> rdflib.Graph | None:
+    """The SHACL validation report of a patient file against the patient shapes (None: it conforms).
+
+    ``turbo`` (pyshacl-turbo, a Rust SHACL engine) validates an in-memory Oxigraph store of the data;
+    ``pyshacl`` an rdflib graph. Both give the same results on every shape (tests/test_shacl_engines.py)."""
     shapes_path = kb.shapes_dir / PATIENT_SHAPES
     if not shapes_path.is_file():
         raise KnowledgeBaseError(f"{shapes_path}: patient shapes not found")
     shapes = _shapes_graph(shapes_path, shapes_path.stat().st_mtime)
-    data = patient.to_rdflib()
-    data.bind("b12", "https://w3id.org/b12kg/ontology#")
-    conforms, report, _ = pyshacl.validate(data, shacl_graph=shapes, inference="none", advanced=False)
-    if conforms:
+    if engine == "turbo":
+        data = ox.Store()
+        data.extend(ox.Quad(t.subject, t.predicate, t.object, ox.DefaultGraph()) for t in patient.shacl_triples())
+        conforms, report, _ = pyshacl_turbo.validate(data, shacl_graph=shapes, inference="none", advanced=False)
+    elif engine == "pyshacl":
+        conforms, report, _ = pyshacl.validate(patient.to_rdflib(), shacl_graph=shapes, inference="none", advanced=False)
+    else:
+        raise ValueError(f"unknown SHACL engine {engine!r} (known: {', '.join(ENGINES)})")
+    return None if conforms else report
+
+
+def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0]) -> list[str]:
+    """SHACL-validate a patient file; returns one message per violation (empty when valid): the file,
+    the patient (the owner of the fact the result is about), the field, the shape's message, the value."""
+    report = shacl_report(patient, kb, engine=engine)
+    if report is None:
         return []
-    b12 = rdflib.Namespace("https://w3id.org/b12kg/ontology#")
-    owner: dict[rdflib.term.Node, rdflib.term.Node] = {}
-    for link in _LINKS:
-        for s, o in data.subject_objects(b12[link]):
-            owner[o] = s
+    links = {B12 + link for link in _LINKS}
+    owner = {_key(t.object): _rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
+    names = rdflib.Graph()
+    names.bind("b12", B12)
     problems = set()
     for result in report.subjects(RDF.type, SH.ValidationResult):
         focus = report.value(result, SH.focusNode)
         path = report.value(result, SH.resultPath)
         value = report.value(result, SH.value)
         message = report.value(result, SH.resultMessage) or "does not conform"
-        patient_node = owner.get(focus, focus)
-        where = f"patient {_compact(data, patient_node)}"
-        if patient_node != focus:
-            where += f", {_compact(data, focus)}"
-        field = f" field {_compact(data, path)}" if path is not None else ""
-        got = f" (got {value!s:.60})" if value is not None and value != focus else ""
+        patient_node = owner.get(_key(focus))
+        where = f"patient {_compact(names, focus if patient_node is None else patient_node)}"
+        if patient_node is not None:
+            where += f", {_compact(names, focus)}"
+        field = f" field {_compact(names, path)}" if path is not None else ""
+        got = f" (got {_compact(names, value):.60})" if value is not None and value != focus else ""
         problems.add(f"{patient.path}: {where}:{field}: {message}{got}")
     return sorted(problems)
+
+
+def _rdflib(term: ox.NamedNode | ox.BlankNode) -> rdflib.term.Node:
+    return rdflib.URIRef(term.value) if isinstance(term, ox.NamedNode) else rdflib.BNode(term.value)
+
+
+def _key(term) -> tuple[str, str] | None:
+    """An Oxigraph or rdflib term, as the same key for both (what the owner of a focus node is looked up by)."""
+    if term is None:
+        return None
+    kind = "iri" if isinstance(term, (ox.NamedNode, rdflib.URIRef)) else (
+        "blank" if isinstance(term, (ox.BlankNode, rdflib.BNode)) else "literal")
+    return kind, term.value if isinstance(term, (ox.NamedNode, ox.BlankNode, ox.Literal)) else str(term)
 
 
 def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
