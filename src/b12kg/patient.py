@@ -37,7 +37,11 @@ class PatientData:
 
     def shacl_triples(self) -> list[ox.Triple]:
         """The triples as the SHACL engines see them: a numeric literal outside its lexical space goes in
-        as plain text (see :meth:`to_rdflib`)."""
+        as plain text (see :meth:`to_rdflib`). RDF-star quoted triples are refused (an input error)."""
+        for t in self.triples:
+            if isinstance(t.subject, ox.Triple) or isinstance(t.object, ox.Triple):
+                raise InputError(f"{self.path}: unsupported RDF in patient data (a quoted triple: {t}"[:300]
+                                 + "); RDF-star quoted triples are not part of the patient vocabulary")
         return [ox.Triple(t.subject, t.predicate, ox.Literal(t.object.value))
                 if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES
                 and outside_lexical_space(t.object.value, t.object.datatype.value) else t
