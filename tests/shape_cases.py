@@ -1,4 +1,5 @@
-"""Patient records that break the patient shapes one way each, built from the seed case.
+"""Patient records that break the patient shapes one way each, built from the seed case (the cases named
+``valid-…`` pass the shapes: a value only the values check refuses, or a form the shapes allow).
 
 Every constraint of ``shapes/patient-shapes.ttl`` is broken by at least one case (and a few cases break
 several at once). Used by the conformance test of the SHACL engines and by the validation benchmark.
@@ -91,6 +92,10 @@ CASES: dict[str, Callable[[Triples], Triples]] = {
     "result-date-ill-formed": _set("b12", "effectiveDate", lit("2025-02-30", "date")),
     "result-value-ill-formed": _set("b12", "value", lit("1e3", "decimal")),
     "result-value-huge": _set("b12", "value", lit("5e999999999", "decimal")),
+    "valid-value-25-decimals": _set("b12", "value", lit("292.0000000000000000000000001", "decimal")),
+    "valid-value-2e20": _set("b12", "value", lit("200000000000000000000", "integer")),
+    "result-value-minus-2e20": _set("b12", "value", lit("-200000000000000000000", "integer")),
+    "result-value-nan": _set("b12", "value", lit("NaN", "double")),
     "result-value-not-a-number": _set("b12", "value", lit("abc", "integer")),
     "birth-date-ill-formed": _set("patient", "birthDate", lit("1948-13-45", "date")),
     "result-blank-node-bad-value": lambda ts: _add(ox.BlankNode("r"), "value", lit("x"))(_blank_result(ts)),

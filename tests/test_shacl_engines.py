@@ -28,7 +28,8 @@ def _term(term: rdflib.term.Node | None):
     engines keep the data's labels)."""
     if isinstance(term, rdflib.Literal):
         datatype = str(term.datatype or rdflib.XSD.string) if not term.language else "lang:" + term.language
-        return ("literal", datatype, term.toPython() if not term.ill_typed else str(term))
+        value = term.toPython() if not term.ill_typed else str(term)
+        return ("literal", datatype, "NaN" if value != value else value)  # NaN is not equal to itself
     return None if term is None else (type(term).__name__, str(term))
 
 

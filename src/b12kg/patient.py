@@ -13,12 +13,13 @@ import pyoxigraph as ox
 import rdflib
 
 from b12kg.errors import InputError
-from b12kg.inputs import NUMERIC_TYPES, check_json, outside_lexical_space, read_input
+from b12kg.inputs import NUMERIC_TYPES, check_json, number_problem, outside_lexical_space, read_input
 
 # rdflib logs a traceback for every ill-typed literal (e.g. "1948-13-45"^^xsd:date); the SHACL
 # shapes report those values as one-line errors, so the log would only be noise.
 logging.getLogger("rdflib.term").setLevel(logging.ERROR)
 
+EXACT_TYPES = {t for t in NUMERIC_TYPES if not t.endswith(("#double", "#float"))}
 FORMATS = {
     ".ttl": ox.RdfFormat.TURTLE,
     ".turtle": ox.RdfFormat.TURTLE,
@@ -36,16 +37,26 @@ class PatientData:
     triples: list[ox.Triple]
 
     def shacl_triples(self) -> list[ox.Triple]:
-        """The triples as the SHACL engines see them: a numeric literal outside its lexical space goes in
-        as plain text (see :meth:`to_rdflib`). RDF-star quoted triples are refused (an input error)."""
+        """The triples as the SHACL engines see them. A numeric literal outside its lexical space goes in
+        as plain text (see :meth:`to_rdflib`); an exact number past what b12kg compares (10^15 or more, more
+        than 18 digits after the point) goes in as 1 or -1 of its datatype, so that the shapes judge its
+        datatype and sign the same way in every engine (a Rust engine holds decimals in 128 bits, Python's
+        are unbounded), and the values check (:func:`b12kg.validate.validate_values`) says what is wrong
+        with the number. RDF-star quoted triples are refused (an input error)."""
+        triples = []
         for t in self.triples:
             if isinstance(t.subject, ox.Triple) or isinstance(t.object, ox.Triple):
                 raise InputError(f"{self.path}: unsupported RDF in patient data (a quoted triple: {t}"[:300]
                                  + "); RDF-star quoted triples are not part of the patient vocabulary")
-        return [ox.Triple(t.subject, t.predicate, ox.Literal(t.object.value))
-                if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES
-                and outside_lexical_space(t.object.value, t.object.datatype.value) else t
-                for t in self.triples]
+            o = t.object
+            if isinstance(o, ox.Literal) and o.datatype.value in NUMERIC_TYPES:
+                if outside_lexical_space(o.value, o.datatype.value):
+                    t = ox.Triple(t.subject, t.predicate, ox.Literal(o.value))
+                elif o.datatype.value in EXACT_TYPES and number_problem(o.value):
+                    t = ox.Triple(t.subject, t.predicate,
+                                  ox.Literal("-1" if o.value.lstrip().startswith("-") else "1", datatype=o.datatype))
+            triples.append(t)
+        return triples
 
     def to_rdflib(self) -> rdflib.Graph:
         """The triples as an rdflib graph. A numeric literal outside its lexical space goes in as plain
