@@ -198,7 +198,8 @@ def _batch_data(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode]) -
         bindings = {"patient": part}
         parts += [store.construct_nt(kb.query("cohort/patient-triples"), bindings),
                   store.construct_nt(kb.query("cohort/fact-triples"), bindings),
-                  store.construct_nt(kb.query("cohort/source-references"), bindings)]
+                  store.construct_nt(kb.query("cohort/source-references"), bindings),
+                  store.construct_nt(kb.query("cohort/fact-source-references"), bindings)]
     return b"".join(parts)
 
 
