@@ -39,6 +39,9 @@ class B12(DefinedNamespace):
     Threshold: URIRef
     hasLabResult: URIRef
     hasAdministration: URIRef
+    hasCondition: URIRef
+    hasNeurologicalAssessment: URIRef
+    hasTreatmentPreference: URIRef
     forPatient: URIRef
     instantiates: URIRef
     recommendationStatus: URIRef

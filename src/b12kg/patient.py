@@ -68,7 +68,7 @@ class PatientData:
         blanks = {term.value for t in triples for term in (t.subject, t.object) if isinstance(term, ox.BlankNode)}
         try:  # blank nodes keep their labels, so that results name the same nodes as the triples
             graph.parse(data=data.decode("utf-8"), format="nt", bnode_context={b: rdflib.BNode(b) for b in blanks})
-        except Exception as exc:  # e.g. RDF-star quoted triples, which pyoxigraph reads and rdflib does not
+        except Exception as exc:  # RDF pyoxigraph reads and rdflib does not (quoted triples are refused above)
             raise InputError(f"{self.path}: unsupported RDF in patient data ({str(exc).splitlines()[0][:120]}); "
                              "RDF-star quoted triples are not part of the patient vocabulary") from None
         return graph

@@ -18,10 +18,10 @@ from b12kg import inputs
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
+from b12kg.namespaces import B12
 from b12kg.patient import PatientData
 
 PATIENT_SHAPES = "patient-shapes.ttl"
-B12 = "https://w3id.org/b12kg/ontology#"
 _LINKS = ("hasCondition", "hasLabResult", "hasAdministration", "hasNeurologicalAssessment", "hasTreatmentPreference")
 
 
@@ -73,10 +73,10 @@ def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = EN
     report = shacl_report(patient, kb, engine=engine)
     if report is None:
         return []
-    links = {B12 + link for link in _LINKS}
+    links = {str(B12[link]) for link in _LINKS}
     owner = {_key(t.object): _rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
     names = rdflib.Graph()
-    names.bind("b12", B12)
+    names.bind("b12", str(B12._NS))
     problems = set()
     for result in report.subjects(RDF.type, SH.ValidationResult):
         focus = report.value(result, SH.focusNode)
