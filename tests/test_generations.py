@@ -75,13 +75,18 @@ def test_base_holds_no_derived_graph_and_current_is_base_plus_derived(db):
     assert graphs(h["current"]) == datasets | {GRAPH_ONTOLOGY, GRAPH_DERIVED}
 
 
-def test_a_load_clears_the_derived_graph_and_the_cli_says_so(tmp_path):
+def test_a_load_that_changes_most_patients_clears_the_derived_graph_and_the_cli_says_so(tmp_path):
     db = str(tmp_path / "db")
     first = cli("load", str(SEED), "--store", db)
     assert first.returncode == 0 and "derived graph" not in first.stderr, first.stderr  # none to clear yet
     assert cli("derive", "--store", db, "--as-of", "2025-10-31").returncode == 0
     assert recommendations(Path(db)) > 0
-    again = cli("load", str(CKD), "--store", db)
+    kept = cli("load", str(CKD), "--store", db)  # a new dataset: the seed case's results stay
+    assert kept.returncode == 0, kept.stderr
+    assert (f"note: the derived results of 0 patient(s) whose data this load changed were deleted from "
+            f"{GRAPH_DERIVED}, the others stay") in kept.stderr
+    assert recommendations(Path(db)) > 0
+    again = cli("load", str(CKD), "--store", db, "--dataset", "seed-case")  # the seed case's patient is gone
     assert again.returncode == 0, again.stderr
     assert (f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the data before "
             f"this load; run b12kg derive --store {db} to derive them again") in again.stderr
@@ -89,7 +94,8 @@ def test_a_load_clears_the_derived_graph_and_the_cli_says_so(tmp_path):
     with EmbeddedStore(db, read_only=True) as store:
         assert GRAPH_DERIVED not in store.graphs() and GRAPH_ONTOLOGY in store.graphs()  # the ontology stays
         assert set(store.datasets()) == {"urn:b12kg:dataset:seed-case", "urn:b12kg:dataset:ckd-diagnosis"}
-    assert cli("derive", "--store", db, "--as-of", "2025-10-31").returncode == 0
+    derive = cli("derive", "--store", db, "--as-of", "2025-10-31")
+    assert derive.returncode == 0 and "evaluated every patient (no derived results with a derive record" in derive.stderr
     assert recommendations(Path(db)) > 0
 
 
@@ -154,7 +160,8 @@ def test_a_kill_before_head_is_switched_leaves_the_old_head(db, partial_head):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (db / "HEAD").read_bytes() == before
     left = set(on_disk(db)) - {"HEAD", "lock", head(db)["base"], head(db)["current"]}
-    assert len([e for e in left if e.startswith("gen-")]) == 1  # the complete, never-named generation
+    # the complete, never-named generations: a new base, and a new current keeping the unchanged results
+    assert len([e for e in left if e.startswith("gen-")]) == 2
     assert ("HEAD.tmp" in left) == (partial_head is not None)
     assert recommendations(db) == recs  # query
     with Endpoint(db, port=0) as endpoint:  # serve
@@ -196,10 +203,11 @@ def test_old_generations_are_deleted_unless_a_reader_holds_them(db):
     recs = int(reader.select(RECS)[0]["n"].value)
     assert recs > 0
     with EmbeddedStore(db) as writer:
-        cohort.load(writer, [SEED])  # HEAD moves on; the reader's generation stays
+        cohort.load(writer, [CKD], dataset="seed-case")  # HEAD moves on; the reader's generation stays
         assert first in writer.generations() and head(db)["current"] != first
         assert int(reader.select(RECS)[0]["n"].value) == recs  # the reader keeps its snapshot
-        assert int(writer.select(RECS)[0]["n"].value) == 0  # the writer reads the new current
+        # the writer reads the new current: the seed case's patient and results are gone, the other's stay
+        assert 0 < int(writer.select(RECS)[0]["n"].value) < recs
     reader.close()
     with EmbeddedStore(db) as writer:  # the next writer deletes it
         assert first not in writer.generations()

@@ -12,6 +12,7 @@ their derived graphs are identical by construction (and the tests check it on re
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from typing import BinaryIO, TextIO, TypeVar
 
 import pyoxigraph as ox
 
+from b12kg._version import ENGINE_VERSION
 from b12kg.derive import evaluate as evaluate_pipeline
 from b12kg.engine import Workspace
 from b12kg.errors import B12kgError, ExitCode, InputError, InvalidPatientData, printable
@@ -34,8 +36,8 @@ from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner
 from b12kg.sparql import bind
 from b12kg.sparql_text import query_form
-from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Ownership, RemoteStore, Store, chunks,
-                         dataset_graph)
+from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
+                         RemoteStore, Store, chunks, dataset_graph)
 from b12kg.validate import validate_shapes, validate_values
 
 Progress = Callable[[int], None]
@@ -51,14 +53,16 @@ class WorkerError(B12kgError):
 
 # ------------------------------------------------------------------------------------------ load
 def load(store: Store, files: list[Path], *, dataset: str | None = None,
-         progress: Progress | None = None) -> dict[str, int]:
+         progress: Progress | None = None, changed: list[str] | None = None) -> dict[str, int]:
     """Load each file into its dataset graph (named after the file, or ``dataset`` for one file).
     Loading a dataset again replaces it. Returns {dataset graph: triples loaded} (-1: not counted,
     a bulk load).
 
     On the embedded store all the files go into one new generation, which replaces the previous
-    one only when every file loaded: a syntax error changes nothing. The new generation has no
-    derived graph (its recommendations came from the replaced data): run ``derive`` again.
+    one only when every file loaded: a syntax error changes nothing. Derived results stay only for
+    patients whose input the load leaves as it was (by their input digests; see :func:`derive`): the
+    patients whose results were deleted are appended to ``changed``. When most of the recorded patients
+    changed, or the derived graph has no derive record, no derived graph stays. Run ``derive`` again.
 
     On a remote store every file is parsed first, so a syntax error in any of them changes nothing;
     then, file by file, the derived results of the patients of its dataset (those there before and
@@ -76,16 +80,25 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     store.drop_scratch()  # left by a killed run (remote: scratch graphs; embedded: generations)
     loaded = {}
     if isinstance(store, EmbeddedStore):
-        with store.base_generation(replacing=graphs) as generation:
+        parsed: dict[Path, list[ox.Triple]] = {}
+
+        def fill(generation: GenerationWriter) -> None:
+            first = not loaded
             for graph, path in zip(graphs, files):
                 fmt = FORMATS[path.suffix.lower()]
                 if fmt in (ox.RdfFormat.N_TRIPLES, ox.RdfFormat.TURTLE):
                     generation.replace_file(graph, path, fmt)
                     loaded[graph] = -1
                 else:
-                    loaded[graph] = generation.replace(graph, load_patient(path).triples)
-                if progress:
+                    if path not in parsed:
+                        parsed[path] = load_patient(path).triples
+                    loaded[graph] = generation.replace(graph, parsed[path])
+                if progress and first:
                     progress(1)
+
+        kb = KnowledgeBase()
+        store.replace_datasets(graphs, fill,
+                               carry=lambda base, record: _unchanged(kb, store, base, graphs, record, changed))
         return loaded
     for path in files:  # a remote store has no transaction across requests: read every file first, so
         load_patient(path)  # a syntax error in any of them changes nothing (each is read again to load it)
@@ -101,6 +114,100 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
         if progress:
             progress(1)
     return loaded
+
+
+# When a load changes the input of more than this share of the patients derive recorded, it keeps no
+# derived results at all (the next derive evaluates everyone): deleting results patient by patient
+# costs more per patient than deriving the whole store again. An engineering setting.
+MOST_CHANGED = 0.5
+
+
+def _unchanged(kb: KnowledgeBase, store: EmbeddedStore, base: GenerationWriter, graphs: list[str],
+               record: DeriveState, report: list[str] | None = None) -> tuple[list[str], DeriveState] | None:
+    """After a load wrote ``graphs`` into ``base``: the updates deleting the derived results of the
+    patients whose input the load changed (their input digest now differs from the one derive
+    recorded, or they are patients no more), and the record of the rest; None when most changed.
+    The patients a replaced graph can change are its subjects, before (``store``) and after (``base``)."""
+    text = kb.query("cohort/graph-patients")
+    after = EmbeddedStore.over(base.store)
+    touched: set[str] = set()
+    for graph in graphs:
+        for data in (store, after):
+            touched |= {r["patient"].value for r in data.select(text, {"graph": ox.NamedNode(graph)})}
+    recorded = sorted(touched & record.patients.keys())
+    now = store_digests(after, kb, recorded)
+    changed = [p for p in recorded if now.get(p) != record.patients[p][0]]
+    if len(changed) > MOST_CHANGED * len(record.patients):
+        return None
+    if report is not None:
+        report += changed
+    gone = set(changed)
+    delete = kb.update("cohort/delete-derived")
+    updates = [bind(delete, {"patient": [ox.NamedNode(p) for p in part]}) for part in chunks(changed, DEFAULT_BATCH)]
+    return updates, DeriveState(settings=record.settings,
+                                patients={p: v for p, v in record.patients.items() if p not in gone})
+
+
+def input_digests(triples: Iterable[ox.Triple], patients: Iterable[str]) -> dict[str, str]:
+    """Each patient's input digest: a hash of the triples the batch reads take for it (its own, its
+    facts', their sources'), as canonical N-Triples lines, sorted. Patients with no triple get none.
+    Blank nodes count by their store labels, so a dataset with blank nodes loaded again makes its
+    patients' digests change (they are derived again: more work, never a stale result)."""
+    about: dict[object, list[ox.Triple]] = {}
+    for t in triples:
+        about.setdefault(t.subject, []).append(t)
+    digests = {}
+    for patient in patients:
+        lines: set[str] = set()
+        frontier: list[object] = [ox.NamedNode(patient)]
+        seen = set(frontier)
+        for _ in range(3):  # the patient, its facts and sources, its facts' sources
+            reached = []
+            for node in frontier:
+                for t in about.get(node, ()):
+                    lines.add(f"{t.subject} {t.predicate} {t.object} .")
+                    if not isinstance(t.object, ox.Literal) and t.object not in seen:
+                        seen.add(t.object)
+                        reached.append(t.object)
+            frontier = reached
+        if lines:
+            digests[patient] = hashlib.blake2b("\n".join(sorted(lines)).encode("utf-8"), digest_size=16).hexdigest()
+    return digests
+
+
+def store_digests(store: Store, kb: KnowledgeBase, patients: list[str]) -> dict[str, str]:
+    """The input digests of ``patients`` as the store holds their data now (read as derive reads it)."""
+    digests: dict[str, str] = {}
+    for part in chunks(patients, DEFAULT_BATCH):
+        data = _batch_data(store, kb, [ox.NamedNode(p) for p in part])
+        digests.update(input_digests(ox.parse(data, format=ox.RdfFormat.N_TRIPLES), part))
+    return digests
+
+
+def _files_digest(folders: Iterable[Path], pattern: str = "*") -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for folder in folders:
+        for path in sorted(folder.rglob(pattern)) if folder.is_dir() else ():
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(f"{path.relative_to(folder)}\0".encode("utf-8", "surrogateescape"))
+                h.update(path.read_bytes())
+                h.update(b"\0")
+    return h.hexdigest()
+
+
+def derive_settings(kb: KnowledgeBase, as_of: date, reasoner: str, shacl: bool) -> dict:
+    """What derived results depend on besides the patients' data: derive keeps a patient's earlier
+    results only when every value here is the same as when they were derived."""
+    import b12kg
+
+    return {"asOf": as_of.isoformat(), "reasoner": reasoner, "shacl": shacl, "engine": ENGINE_VERSION,
+            "knowledgeBase": _files_digest([kb.ontology_dir, kb.shapes_dir, kb.queries_dir, kb.root / "schema"]),
+            "code": _files_digest([Path(b12kg.__file__).parent], "*.py")}
+
+
+SETTING_NAMES = {"asOf": "the evaluation date (--as-of)", "reasoner": "the reasoner", "shacl": "--shacl/--no-shacl",
+                 "engine": "the b12kg version", "knowledgeBase": "the knowledge base (ontology, shapes, queries)",
+                 "code": "the b12kg code"}
 
 
 def ownership(kb: KnowledgeBase) -> Ownership:
@@ -124,11 +231,13 @@ def _dataset_patients(kb: KnowledgeBase, data: Store | list[ox.Triple], graph: s
 # ---------------------------------------------------------------------------------------- derive
 @dataclass
 class DeriveResult:
-    patients: int = 0
-    evaluated: int = 0
+    patients: int = 0  # in the store
+    evaluated: int = 0  # with results: evaluated now, or kept from the last derive
     in_scope: int = 0
     triples: int = 0
     problems: list[str] = field(default_factory=list)
+    kept: int = 0  # results kept from the last derive (their input and the settings unchanged)
+    full: str = ""  # why every patient was evaluated ("" when only those without results were)
 
 
 @dataclass
@@ -149,8 +258,7 @@ class _Batch:
 @dataclass
 class _Evaluated:
     derived: bytes  # N-Triples for the derived graph
-    evaluated: int
-    in_scope: int
+    record: dict[str, tuple[str, bool]]  # evaluated patient -> (input digest, in scope)
     problems: list[str]
 
 
@@ -177,9 +285,10 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     graphs = {"inferred": ws.graph["inferred"], "patients": ws.graph["patients"]}
     derived = (ws.dump_nt("derived") + ws.dump_nt("normalised")
                + ws.construct_nt(kb.query("cohort/inferred-export"), graphs))
-    counts = ws.select("cohort/batch-counts", {"patients": ws.graph["patients"]})[0]
-    return _Evaluated(derived=derived, evaluated=int(counts["evaluated"].value),
-                      in_scope=int(counts["inScope"].value), problems=problems)
+    scope = {r["patient"].value: r["inScope"].value == "true"
+             for r in ws.select("cohort/batch-patients", {"patients": ws.graph["patients"]})}
+    digests = input_digests(triples if triples is not None else ox.parse(data, format=ox.RdfFormat.N_TRIPLES), scope)
+    return _Evaluated(derived=derived, record={p: (digests[p], s) for p, s in scope.items()}, problems=problems)
 
 
 def _without(triples: list[ox.Triple], patients: list[str], problems: list[str]) -> bytes:
@@ -217,14 +326,10 @@ def _read_batch(kb: KnowledgeBase, batch: _Batch) -> bytes:
     return _batch_data(_READERS[folder], kb, [ox.NamedNode(p) for p in batch.patients])
 
 
-def _batches(store: Store, kb: KnowledgeBase, size: int, workers: int, on_total: Callable[[int], None] | None = None,
+def _batches(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode], size: int, workers: int,
              **common) -> Iterator[_Batch]:
     """The batches to evaluate. Worker processes read an embedded store's batches themselves (reading
-    is a third of the work per patient, and the writer has the bulk loading to do). ``on_total`` is
-    told how many patients there are before the first batch."""
-    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
-    if on_total is not None:
-        on_total(len(patients))
+    is a third of the work per patient, and the writer has the bulk loading to do)."""
     embedded = isinstance(store, EmbeddedStore) and workers > 1
     for i in range(0, len(patients), size):
         batch = patients[i : i + size]
@@ -342,12 +447,19 @@ REPLACE_MODES = ("atomic", "batches")
 def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_size: int = DEFAULT_BATCH,
            reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
            progress: Progress | None = None, replace: str = "atomic",
-           on_total: Callable[[int], None] | None = None) -> DeriveResult:
+           on_total: Callable[[int], None] | None = None, full: bool = False) -> DeriveResult:
     """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
 
     Batches of ``batch_size`` patients are evaluated in ``workers`` processes (default: one per CPU;
     one batch runs in this process). Patients whose data breaks the patient shapes (``shacl``), has an
     unknown unit or a date after ``as_of`` are left out and reported in ``problems``.
+
+    On the embedded store derive is incremental: it records each patient's input digest with the
+    results, ``load`` deletes the results of patients whose input it changes, and a derive with the same
+    settings (:func:`derive_settings`: ``as_of``, the knowledge base, the code …) evaluates only the
+    patients without results (changed, new, or left out before) and keeps the others. ``full``, other
+    settings, a remote store or a derived graph without a record evaluate everyone (``result.full`` says
+    why).
 
     ``replace="batches"`` (remote stores only) replaces the derived graph batch by batch instead of in
     one final request: each patient's results change at once, the whole graph does not (see
@@ -363,27 +475,71 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     store.drop_scratch()  # left by a killed run: research queries would read it beside the real graphs
     if workers is None:
         workers = os.cpu_count() or 1
-    batches = _batches(store, kb, batch_size, workers, on_total=on_total, root=str(kb.root), as_of=as_of,
+    settings = derive_settings(kb, as_of, Reasoner(reasoner).value, shacl)
+    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    result.patients = len(patients)
+    record = store.derive_state() if isinstance(store, EmbeddedStore) else None
+    result.full = _why_full(store, record, settings, full)
+    kept: dict[str, tuple[str, bool]] = {}
+    if not result.full:
+        assert record is not None
+        names = {p.value for p in patients}
+        kept = {p: v for p, v in record.patients.items() if p in names}
+        patients = [p for p in patients if p.value not in kept]
+        workers = min(workers, -(-len(patients) // batch_size))  # no process pool for one batch
+    result.kept = result.evaluated = len(kept)
+    result.in_scope = sum(s for _, s in kept.values())
+    if on_total is not None:
+        on_total(len(patients))
+    batches = _batches(store, kb, patients, batch_size, workers, root=str(kb.root), as_of=as_of,
                        reasoner=Reasoner(reasoner).value, shacl=shacl)
+    recorded = dict(kept)
 
     def derived() -> Iterator[tuple[list[str], bytes]]:
         for batch, evaluated in _ahead(_in_order(batches, workers)):
-            result.patients += len(batch.patients)
-            result.evaluated += evaluated.evaluated
-            result.in_scope += evaluated.in_scope
+            recorded.update(evaluated.record)
+            result.evaluated += len(evaluated.record)
+            result.in_scope += sum(s for _, s in evaluated.record.values())
             result.problems += evaluated.problems
             if progress:
                 progress(len(batch.patients))
             yield batch.patients, evaluated.derived
 
+    def state() -> DeriveState:
+        return DeriveState(settings=settings, patients=recorded)
+
+    if not result.full:
+        assert isinstance(store, EmbeddedStore) and record is not None
+        gone = [ox.NamedNode(p) for p in sorted(record.patients.keys() - kept.keys())]  # patients no more
+        delete = kb.update("cohort/delete-derived")
+        updates = [bind(delete, {"patient": part}) for part in chunks(gone, DEFAULT_BATCH)]
+        result.triples = store.update_derived(updates, (data for _, data in derived()), state)
+        return result
     ontology = [q.triple for q in kb.ontology_quads(ox.DefaultGraph())]
     if replace == "batches":
         assert isinstance(store, RemoteStore)
         result.triples = store.replace_derived_by_batch(
             ontology, derived(), own=ownership(kb), chunk=batch_size)
+    elif isinstance(store, EmbeddedStore):
+        result.triples = store.replace_derived(ontology, (data for _, data in derived()), state)
     else:
         result.triples = store.replace_derived(ontology, (data for _, data in derived()))
     return result
+
+
+def _why_full(store: Store, record: DeriveState | None, settings: dict, full: bool) -> str:
+    """Why derive evaluates every patient this time ("" when it evaluates only those without results)."""
+    if full:
+        return "--full"
+    if not isinstance(store, EmbeddedStore):
+        return "a remote store keeps no derive record"
+    if record is None:
+        return "no derived results with a derive record in the store"
+    changed = [SETTING_NAMES.get(k, k) for k in sorted(settings.keys() | record.settings.keys())
+               if settings.get(k) != record.settings.get(k)]
+    if changed:
+        return "changed since the last derive: " + ", ".join(changed)
+    return ""
 
 
 # ----------------------------------------------------------------------------------------- query

@@ -19,9 +19,13 @@ makes a new one from a RocksDB checkpoint (hard links, milliseconds), fills it, 
 then replaces HEAD atomically (temporary file, fsync, rename, fsync of DIR). A writer killed at any
 point leaves HEAD, and so what readers see, exactly as before or exactly as after; the half-written
 generation it leaves is deleted by the next writer. ``load`` (and ``import-fhir --store``) makes a
-new base with the dataset graphs replaced and no derived graph: derived results of replaced data are
-never served; run ``derive`` again. ``derive`` makes a new base (ontology refreshed) and a new current
-(that base plus the derived graph, bulk-loaded as the batches are derived). Writers hold
+new base with the dataset graphs replaced. When the current generation has a derive record
+(:data:`STATE_FILE`: each patient's input digest), ``load`` also makes a new current from it, with the
+datasets replaced and the derived results of the patients whose input changed deleted; otherwise the
+new base is also the new current, with no derived graph. Either way derived results of replaced data
+are never served; run ``derive`` again. ``derive`` makes a new base (ontology refreshed) and a new
+current (that base plus the derived graph, bulk-loaded as the batches are derived) or, when it only
+adds the results of patients without any, a new current made from the current one. Writers hold
 ``DIR/lock`` (``flock``) while open; a second writer is refused (:class:`StoreBusy`, exit 7). Readers
 hold a shared ``flock`` on the generation folder they read; after switching HEAD a writer deletes the
 generations HEAD does not name unless a reader holds them (``b12kg serve`` holds its generation until
@@ -307,6 +311,43 @@ def _grouped(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(group)
 
 
+# derive's record of what the derived graph of a current generation was derived from, kept as a file in
+# that generation's folder (RocksDB leaves files it does not know alone, and a checkpoint never copies
+# them: a new generation has no record unless a writer writes one for it). No record, no incremental
+# derive: the next derive evaluates every patient.
+STATE_FILE = "b12kg-derive-state.json"
+STATE_FORMAT = 1
+
+
+@dataclass
+class DeriveState:
+    """What a derived graph was derived with (``settings``: the evaluation date, the knowledge base's and
+    the code's digests …) and, for each patient with results in it, the digest of the patient's input
+    data then and whether the patient was in the guideline's scope. Patients left out for invalid data
+    have no entry (they are evaluated again, and reported again, by every derive)."""
+
+    settings: dict
+    patients: dict[str, tuple[str, bool]]
+
+    def write(self, folder: Path) -> None:
+        data = {"format": STATE_FORMAT, "settings": self.settings,
+                "patients": {p: [d, int(s)] for p, (d, s) in sorted(self.patients.items())}}
+        (folder / STATE_FILE).write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, folder: Path) -> "DeriveState | None":
+        """The record of a generation; None when it has none, or one this version cannot read (then
+        derive evaluates everyone, which is always right)."""
+        try:
+            data = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+            if data.get("format") != STATE_FORMAT:
+                return None
+            patients = {p: (str(d), bool(s)) for p, (d, s) in data["patients"].items()}
+            return cls(settings=dict(data["settings"]), patients=patients)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+
 def _count(store: ox.Store, graph: ox.NamedNode) -> int:
     rows = store.query(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH {graph} {{ ?s ?p ?o }} }}")
     return int(next(iter(rows))["n"].value)
@@ -501,10 +542,11 @@ class EmbeddedStore(Store):
             self._writing = False
 
     def _new_generation(self, made: list[GenerationWriter], source: ox.Store | str,
-                        without: Iterable[str] = ()) -> GenerationWriter:
+                        without: Iterable[str] = (), keep_derived: bool = False) -> GenerationWriter:
         """A private read-write copy of a generation: a RocksDB checkpoint (hard links, milliseconds).
         When the graphs ``without`` (about to be replaced) hold more than the rest, the rest is copied
-        into a new store instead: removing quads costs several times more per quad than adding them."""
+        into a new store instead: removing quads costs several times more per quad than adding them.
+        That copy leaves the derived graph out unless ``keep_derived``."""
         name = self._next_name()
         target = self.path / name
         try:
@@ -515,7 +557,7 @@ class EmbeddedStore(Store):
             if replaced and len(source) - replaced <= replaced:
                 store = ox.Store(str(target))
                 for graph in [ox.DefaultGraph(), *source.named_graphs()]:
-                    if graph not in dropped and graph != ox.NamedNode(GRAPH_DERIVED):
+                    if graph not in dropped and (keep_derived or graph != ox.NamedNode(GRAPH_DERIVED)):
                         _copy(source.quads_for_pattern(None, None, None, graph), store)
             else:
                 source.backup(str(target))
@@ -552,10 +594,51 @@ class EmbeddedStore(Store):
             yield gen
             self._commit(gen, gen)
 
-    def replace_derived(self, ontology: list[ox.Triple], chunks: Iterable[bytes]) -> int:
+    def replace_datasets(self, replacing: list[str], fill: Callable[[GenerationWriter], None],
+                         carry: Callable[[GenerationWriter, DeriveState], tuple[list[str], DeriveState] | None]
+                         | None = None) -> bool:
+        """Replace dataset graphs: ``fill`` writes them into a new base generation made from the current
+        base. Without ``carry``, or when the current generation has no derive record, that base becomes
+        HEAD's base and current: no derived graph (its results came from the replaced data).
+
+        Otherwise ``carry(base, record)`` says which derived results the new data leaves valid: it
+        returns the SPARQL updates that delete the others and the record of what stays (or None: keep
+        no derived graph). A new current generation is then made from the current one, ``fill`` writes
+        the datasets into it too, the updates run and the record is written, and HEAD switches to both
+        at once. Returns whether derived results were kept. When anything raises, nothing changes."""
+        head = self.head()
+        with self._transaction() as made:
+            base = self._new_generation(made, head["base"], without=replacing)
+            base.clear(GRAPH_DERIVED)  # a base never holds one; this makes sure
+            fill(base)
+            record = DeriveState.read(self.path / head["current"]) if head["current"] != head["base"] else None
+            plan = carry(base, record) if carry is not None and record is not None else None
+            if plan is None:
+                self._commit(base, base)
+                return False
+            updates, kept = plan
+            base.store.flush()
+            current = self._new_generation(made, head["current"], without=replacing, keep_derived=True)
+            fill(current)
+            for text in updates:
+                current.store.update(text)
+            kept.write(current.path)
+            self._commit(base, current)
+            return True
+
+    def derive_state(self) -> DeriveState | None:
+        """The record of the derived graph readers see now (None: none, or no derived graph)."""
+        head = self.head()
+        if head["current"] == head["base"]:
+            return None
+        return DeriveState.read(self.path / head["current"])
+
+    def replace_derived(self, ontology: list[ox.Triple], chunks: Iterable[bytes],
+                        state: Callable[[], DeriveState] | None = None) -> int:
         """A new base (the base with ``ontology`` as its ontology graph) and a new current generation
-        (that base plus the derived graph, bulk-loaded chunk by chunk as ``chunks`` yields them);
-        HEAD switches to both at once. Returns the triples in the new derived graph."""
+        (that base plus the derived graph, bulk-loaded chunk by chunk as ``chunks`` yields them, and
+        the record ``state()`` returns once they are all read); HEAD switches to both at once. Returns
+        the triples in the new derived graph."""
         with self._transaction() as made:
             base = self._new_generation(made, self.head()["base"])
             base.replace(GRAPH_ONTOLOGY, ontology)
@@ -565,8 +648,40 @@ class EmbeddedStore(Store):
             for group in _grouped(chunks, INGEST_BYTES):
                 current.add_nt(GRAPH_DERIVED, group)
             count = current.count(GRAPH_DERIVED)
+            if state is not None:
+                state().write(current.path)
             self._commit(base, current)
             return count
+
+    def update_derived(self, updates: Iterable[str], chunks: Iterable[bytes],
+                       state: Callable[[], DeriveState]) -> int:
+        """A new current generation made from the current one: the SPARQL ``updates`` (deleting the
+        results about to be derived again) run on it, the triples of ``chunks`` are added to its derived
+        graph, and the record ``state()`` returns is written; HEAD's base stays. Returns the triples in
+        the derived graph."""
+        head = self.head()
+        if head["current"] == head["base"]:
+            raise StoreError(f"{self.path}: no derived graph to update; derive every patient")
+        with self._transaction() as made:
+            current = self._new_generation(made, head["current"])
+            for text in updates:
+                current.store.update(text)
+            for group in _grouped(chunks, INGEST_BYTES):
+                current.add_nt(GRAPH_DERIVED, group)
+            count = current.count(GRAPH_DERIVED)
+            state().write(current.path)
+            self._commit(head["base"], current)
+            return count
+
+    @classmethod
+    def over(cls, store: ox.Store) -> "EmbeddedStore":
+        """Queries over an open Oxigraph store (a generation being written), read as the store reads:
+        the union of its graphs. It opens, locks and closes nothing."""
+        view = cls.__new__(cls)
+        view.path, view.read_only, view.generation, view.store = Path("."), True, "", store
+        view._lock_fd = view._lease_fd = None
+        view._writing = False
+        return view
 
     def replace_graph(self, graph: str, triples: Iterable[ox.Triple]) -> int:
         """Replace one graph through new generations: the derived graph in a new current generation

@@ -80,9 +80,11 @@ def load_command(
 ) -> None:
     """Load patient datasets into a store; loading a dataset again replaces it.
 
-    It also clears derived results, which came from the data before the load: on the embedded store
-    (--store) the whole derived graph, on a remote store (--endpoint) the results of the patients of
-    the loaded datasets. Run b12kg derive again."""
+    It also deletes derived results that came from the data it replaces. The embedded store (--store)
+    keeps the results of patients whose input data the load leaves as it was, so that the next derive
+    evaluates only the others (unless most patients changed: then it clears the derived graph). A
+    remote store (--endpoint) deletes the results of every patient of the loaded datasets. Run b12kg
+    derive again."""
     from b12kg import cohort
 
     from b12kg.store import GRAPH_DERIVED, EmbeddedStore
@@ -93,13 +95,19 @@ def load_command(
         # derived results of the loaded datasets' patients
         cleared = s.has_graph(GRAPH_DERIVED)
         embedded = isinstance(s, EmbeddedStore)
+        changed: list[str] = []
         with _progress("loading", len(files), "files") as (advance, _):
-            loaded = cohort.load(s, files, dataset=dataset, progress=advance)
+            loaded = cohort.load(s, files, dataset=dataset, progress=advance, changed=changed)
+        kept = embedded and s.has_graph(GRAPH_DERIVED)
     finally:
         s.close()
     for graph in loaded:
         typer.echo(f"loaded {graph}", err=True)
-    if cleared and embedded:
+    if kept:
+        typer.echo(f"note: the derived results of {len(changed)} patient(s) whose data this load changed were deleted "
+                   f"from {GRAPH_DERIVED}, the others stay; run b12kg derive --store {store}: it evaluates the "
+                   "patients without results (changed or new)", err=True)
+    elif cleared and embedded:
         typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
                    f"data before this load; run b12kg derive --store {store} to derive them again", err=True)
     elif cleared:
@@ -119,9 +127,14 @@ def derive_command(
     replace: Annotated[str, typer.Option("--replace", help=(
         "Remote stores: atomic (default; one MOVE at the end, a stopped run leaves the old graph) or batches "
         "(each batch of patients replaced in one request: for cohorts too large for one server transaction)."))] = "atomic",
+    full: Annotated[bool, typer.Option("--full", help="Evaluate every patient, even those whose results the embedded store can keep.")] = False,
 ) -> None:
     """Derive every patient's recommendations with provenance; replaces the derived graph atomically
-    (on a remote store with --replace batches: patient by patient)."""
+    (on a remote store with --replace batches: patient by patient).
+
+    On the embedded store (--store) a derive with the same --as-of, knowledge base and options as the
+    last one evaluates only the patients without results: those whose data a load changed, new ones,
+    and those left out for invalid data. --full evaluates everyone."""
     from b12kg import cohort
     from b12kg.kb import KnowledgeBase
 
@@ -136,11 +149,17 @@ def derive_command(
     try:
         with _progress("deriving", None, "patients") as (advance, set_total):
             result = cohort.derive(s, as_of=day, kb=kb, batch_size=batch_size, shacl=shacl, workers=workers,
-                                   progress=advance, replace=replace, on_total=set_total)
+                                   progress=advance, replace=replace, on_total=set_total, full=full)
     finally:
         s.close()
     for problem in result.problems:
         typer.echo(f"error: {problem}", err=True)
+    if result.full:
+        typer.echo(f"evaluated every patient ({result.full})", err=True)
+    else:
+        typer.echo(f"evaluated {result.patients - result.kept} patient(s) without results; kept the results of "
+                   f"{result.kept} whose data and settings had not changed since the last derive (--full: everyone)",
+                   err=True)
     typer.echo(
         f"derived {result.evaluated} of {result.patients} patient(s) at {day.isoformat()}: "
         f"{result.in_scope} in scope, {result.triples} triples in urn:b12kg:graph:derived", err=True,
