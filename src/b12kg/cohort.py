@@ -128,12 +128,12 @@ def _unchanged(kb: KnowledgeBase, store: EmbeddedStore, base: GenerationWriter, 
     patients whose input the load changed (their input digest now differs from the one derive
     recorded, or they are patients no more), and the record of the rest; None when most changed.
     The patients a replaced graph can change are its subjects, before (``store``) and after (``base``)."""
-    text = kb.query("cohort/graph-patients")
+    text = kb.query("cohort/graph-subjects")
     after = EmbeddedStore.over(base.store)
     touched: set[str] = set()
     for graph in graphs:
         for data in (store, after):
-            touched |= {r["patient"].value for r in data.select(text, {"graph": ox.NamedNode(graph)})}
+            touched |= {r["subject"].value for r in data.select(text, {"graph": ox.NamedNode(graph)})}
     recorded = sorted(touched & record.patients.keys())
     now = store_digests(after, kb, recorded)
     changed = [p for p in recorded if now.get(p) != record.patients[p][0]]
@@ -234,7 +234,7 @@ class DeriveResult:
     patients: int = 0  # in the store
     evaluated: int = 0  # with results: evaluated now, or kept from the last derive
     in_scope: int = 0
-    triples: int = 0
+    triples: int = 0  # in the derived graph; when ``full`` is "": derived for the patients evaluated now
     problems: list[str] = field(default_factory=list)
     kept: int = 0  # results kept from the last derive (their input and the settings unchanged)
     full: str = ""  # why every patient was evaluated ("" when only those without results were)
@@ -476,7 +476,7 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     if workers is None:
         workers = os.cpu_count() or 1
     settings = derive_settings(kb, as_of, Reasoner(reasoner).value, shacl)
-    patients = [r["patient"] for r in store.select(kb.query("cohort/patients"))]
+    patients = sorted((r["patient"] for r in store.select(kb.query("cohort/patients"))), key=lambda p: p.value)
     result.patients = len(patients)
     record = store.derive_state() if isinstance(store, EmbeddedStore) else None
     result.full = _why_full(store, record, settings, full)

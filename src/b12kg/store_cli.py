@@ -156,14 +156,14 @@ def derive_command(
         typer.echo(f"error: {problem}", err=True)
     if result.full:
         typer.echo(f"evaluated every patient ({result.full})", err=True)
+        triples = f"{result.triples} triples in urn:b12kg:graph:derived"
     else:
         typer.echo(f"evaluated {result.patients - result.kept} patient(s) without results; kept the results of "
                    f"{result.kept} whose data and settings had not changed since the last derive (--full: everyone)",
                    err=True)
-    typer.echo(
-        f"derived {result.evaluated} of {result.patients} patient(s) at {day.isoformat()}: "
-        f"{result.in_scope} in scope, {result.triples} triples in urn:b12kg:graph:derived", err=True,
-    )
+        triples = f"{result.triples} triples derived for the patients evaluated, added to urn:b12kg:graph:derived"
+    typer.echo(f"derived {result.evaluated} of {result.patients} patient(s) at {day.isoformat()}: "
+               f"{result.in_scope} in scope, {triples}", err=True)
     if result.problems:
         typer.echo(f"error: {result.patients - result.evaluated} patient(s) left out for invalid data", err=True)
         raise typer.Exit(int(ExitCode.INVALID_DATA))
