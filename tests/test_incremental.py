@@ -222,7 +222,7 @@ def test_a_derived_graph_without_a_record_is_derived_again_whole(db):
 def test_a_damaged_record_is_ignored(db):
     with EmbeddedStore(db) as store:
         current = store.path / store.head()["current"]
-    (current / STATE_FILE).write_text('{"format": 1, "patients": [1, 2')
+    (current / STATE_FILE).write_text('{"format": 1, "settings": {}}\nhttps://example.org/p\tabc')  # cut short
     with EmbeddedStore(db) as store:
         assert store.derive_state() is None
         assert cohort.derive(store, as_of=SEED_AS_OF, workers=1).full

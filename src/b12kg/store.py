@@ -314,8 +314,10 @@ def _grouped(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
 # derive's record of what the derived graph of a current generation was derived from, kept as a file in
 # that generation's folder (RocksDB leaves files it does not know alone, and a checkpoint never copies
 # them: a new generation has no record unless a writer writes one for it). No record, no incremental
-# derive: the next derive evaluates every patient.
-STATE_FILE = "b12kg-derive-state.json"
+# derive: the next derive evaluates every patient. The file: one line of JSON ({"format": 1,
+# "settings": {...}}), then one line per patient, "IRI<TAB>input digest<TAB>1 or 0 (in scope)" (an IRI
+# holds no tab or line break). As JSON, reading and writing 100,000 patients' lines took 0.8 s.
+STATE_FILE = "b12kg-derive-state.tsv"
 STATE_FORMAT = 1
 
 
@@ -330,21 +332,25 @@ class DeriveState:
     patients: dict[str, tuple[str, bool]]
 
     def write(self, folder: Path) -> None:
-        data = {"format": STATE_FORMAT, "settings": self.settings,
-                "patients": {p: [d, int(s)] for p, (d, s) in sorted(self.patients.items())}}
-        (folder / STATE_FILE).write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+        header = json.dumps({"format": STATE_FORMAT, "settings": self.settings}, sort_keys=True)
+        lines = [f"{p}\t{d}\t{int(s)}\n" for p, (d, s) in sorted(self.patients.items())]
+        (folder / STATE_FILE).write_text(header + "\n" + "".join(lines), encoding="utf-8")
 
     @classmethod
     def read(cls, folder: Path) -> "DeriveState | None":
         """The record of a generation; None when it has none, or one this version cannot read (then
         derive evaluates everyone, which is always right)."""
         try:
-            data = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-            if data.get("format") != STATE_FORMAT:
-                return None
-            patients = {p: (str(d), bool(s)) for p, (d, s) in data["patients"].items()}
+            header, *lines = (folder / STATE_FILE).read_text(encoding="utf-8").split("\n")
+            data = json.loads(header)
+            if data.get("format") != STATE_FORMAT or lines[-1] != "":
+                return None  # another format, or cut short
+            patients = {}
+            for line in lines[:-1]:
+                iri, digest, scope = line.split("\t")
+                patients[iri] = (digest, scope == "1")
             return cls(settings=dict(data["settings"]), patients=patients)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError):
             return None
 
 
@@ -354,17 +360,17 @@ def _count(store: ox.Store, graph: ox.NamedNode) -> int:
 
 
 def _holds_more(store: ox.Store, besides: list[ox.NamedNode], than: int) -> bool:
-    """Whether the graphs of ``store`` other than ``besides`` hold more than ``than`` quads (counting
-    stops there: ``len(store)`` reads every quad, seconds for a large store)."""
+    """Whether the graphs of ``store`` other than ``besides`` hold more than ``than`` quads. Each graph is
+    counted only up to what is still missing (``len(store)`` reads every quad: seconds for a large store)."""
     seen = 0
-    for graph in [ox.DefaultGraph(), *store.named_graphs()]:
+    for graph in store.named_graphs():
         if graph in besides:
             continue
-        for _ in store.quads_for_pattern(None, None, None, graph):
-            seen += 1
-            if seen > than:
-                return True
-    return False
+        query = f"SELECT (COUNT(*) AS ?n) WHERE {{ {{ SELECT * WHERE {{ GRAPH {graph} {{ ?s ?p ?o }} }} LIMIT {than - seen + 1} }} }}"
+        seen += int(next(iter(store.query(query)))["n"].value)
+        if seen > than:
+            return True
+    return seen + sum(1 for _ in store.quads_for_pattern(None, None, None, ox.DefaultGraph())) > than
 
 
 def _copy(quads: Iterable[ox.Quad], store: ox.Store) -> int:
