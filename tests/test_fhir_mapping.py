@@ -306,11 +306,20 @@ def test_import_fhir_command_store_writes_a_dataset_that_derive_reads(tmp_path):
     assert derived.returncode == 0, derived.stderr
     assert "derived 1 of 1 patient(s)" in derived.stderr and "1 in scope" in derived.stderr
     assert "urn:b12kg:graph:derived" in graphs()
-    # importing the dataset again goes through a new generation that has no derived graph
+    # importing the same data again keeps the patient's results (its input did not change)
     third = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle.json"), "--store", str(store_dir),
                             "--dataset", "seed-fhir"], capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
-    assert "derived graph urn:b12kg:graph:derived was cleared" in third.stderr and "b12kg derive" in third.stderr
+    assert "the derived results of 0 patient(s) whose data this import changed were deleted" in third.stderr
+    assert "urn:b12kg:graph:derived" in graphs()
+    kept = subprocess.run([str(BIN), "derive", "--store", str(store_dir), "--as-of", "2025-10-31"],
+                          capture_output=True, text=True)
+    assert kept.returncode == 0 and "evaluated 0 patient(s) without results; kept the results of 1" in kept.stderr
+    # the same patient with other data: its results go, and as it is every patient, the whole derived graph
+    fourth = subprocess.run([str(BIN), "import-fhir", str(FHIR / "seed-case-bundle-pmol.json"), "--store",
+                             str(store_dir), "--dataset", "seed-fhir"], capture_output=True, text=True)
+    assert fourth.returncode == 0, fourth.stderr
+    assert "derived graph urn:b12kg:graph:derived was cleared" in fourth.stderr and "b12kg derive" in fourth.stderr
     assert graphs() == ["urn:b12kg:dataset:seed-fhir", "urn:b12kg:graph:ontology"]
 
 

@@ -147,7 +147,7 @@ def test_a_worker_that_dies_is_one_clear_error_and_changes_nothing(loaded, tmp_p
     before = derived_triples(loaded)
     script = (f"from b12kg import cohort\nfrom b12kg.store import EmbeddedStore\nfrom datetime import date\n"
               f"store = EmbeddedStore({str(loaded)!r})\n"
-              f"try:\n    cohort.derive(store, as_of=date(2025, 10, 31), workers=2)\n"
+              f"try:\n    cohort.derive(store, as_of=date(2025, 10, 31), workers=2, full=True)\n"
               f"except cohort.WorkerError as exc:\n    print('WorkerError', exc.exit_code, exc.message)\n")
     result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("WorkerError 10 a derive worker process stopped abruptly"), result.stdout + result.stderr

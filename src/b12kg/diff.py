@@ -297,7 +297,7 @@ def _store_decisions(store, kb: KnowledgeBase, as_of: date, reader: str,
     from b12kg.engine import Workspace
 
     if only is None:
-        patients = sorted((r["patient"] for r in store.select(kb.query("cohort/patients"))), key=lambda p: p.value)
+        patients = cohort.store_patients(store, kb)
     else:
         patients = [ox.NamedNode(p) for p in only]
     out: dict[str, sc.Decision] = {}

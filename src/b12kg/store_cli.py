@@ -103,14 +103,10 @@ def load_command(
         s.close()
     for graph in loaded:
         typer.echo(f"loaded {graph}", err=True)
-    if kept:
-        typer.echo(f"note: the derived results of {len(changed)} patient(s) whose data this load changed were deleted "
-                   f"from {GRAPH_DERIVED}, the others stay; run b12kg derive --store {store}: it evaluates the "
-                   "patients without results (changed or new)", err=True)
-    elif cleared and embedded:
-        typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
-                   f"data before this load; run b12kg derive --store {store} to derive them again", err=True)
-    elif cleared:
+    note = cohort.replaced_note(str(store), had_derived=cleared, kept=kept, changed=len(changed)) if embedded else None
+    if note:
+        typer.echo(note, err=True)
+    elif cleared and not embedded:
         typer.echo(f"note: the derived results of the loaded datasets' patients were deleted from {GRAPH_DERIVED}: "
                    f"they came from the data before this load; run b12kg derive --endpoint {endpoint} to derive "
                    f"them again", err=True)

@@ -82,7 +82,7 @@ def export_ndjson(store, folder: Path, *, kb: KnowledgeBase | None = None, as_of
     """Write the store's cohort as FHIR NDJSON into ``folder`` (created; it must not exist), batches of
     ``batch_size`` patients in ``workers`` processes (default: one per CPU), written in batch order.
     Returns the number of resources per type."""
-    from b12kg.cohort import _batches, _in_order
+    from b12kg.cohort import _batches, _in_order, store_patients
 
     kb = kb or KnowledgeBase()
     workers = workers or os.cpu_count() or 1
@@ -96,7 +96,7 @@ def export_ndjson(store, folder: Path, *, kb: KnowledgeBase | None = None, as_of
     try:
         files = {kind: open(work / f"{kind}.ndjson", "w", encoding="utf-8") for kind in TYPES}
         try:
-            batches = _batches(store, kb, batch_size, workers, root=str(kb.root), as_of=as_of,
+            batches = _batches(store, kb, store_patients(store, kb), batch_size, workers, root=str(kb.root), as_of=as_of,
                                reasoner=Reasoner.rules.value, shacl=True)
             for batch, bundles in _in_order(batches, workers, work=_batch_bundles):
                 for bundle in bundles:

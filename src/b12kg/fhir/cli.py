@@ -53,18 +53,21 @@ def import_fhir_command(
             message = f"no patient data to import; the dataset {dataset!r} in {store} is unchanged"
             raise InputError(message, problems=[*result.errors, message])
 
+        from b12kg import cohort
+
         graph = dataset_graph(dataset)
         target = EmbeddedStore(store)
+        changed: list[str] = []
         try:
-            # a new generation with the dataset replaced and no derived graph (see b12kg load)
-            cleared = target.has_graph(GRAPH_DERIVED)
-            with target.base_generation(replacing=[graph]) as generation:
-                generation.replace(graph, result.triples)
+            # as b12kg load: the derived results of patients whose data changed are deleted
+            had_derived = target.has_graph(GRAPH_DERIVED)
+            kept = cohort.replace_datasets(target, [graph], lambda generation: generation.replace(graph, result.triples),
+                                           changed=changed)
         finally:
             target.close()
-        if cleared:
-            typer.echo(f"note: the derived graph {GRAPH_DERIVED} was cleared: its recommendations came from the "
-                       f"data before this import; run b12kg derive --store {store} to derive them again", err=True)
+        note = cohort.replaced_note(str(store), had_derived=had_derived, kept=kept, changed=len(changed), what="import")
+        if note:
+            typer.echo(note, err=True)
     elif out is not None:
         write_output(out, result.turtle())
     else:
