@@ -321,7 +321,7 @@ def _batches_over(remote: RemoteStore, larger: dict, monkeypatch) -> None:
 
 
 def test_what_a_batch_reads_as_its_own_is_what_the_delete_update_deletes(remote, cohorts):
-    """The triples a batch request names in DELETE DATA (read with cohort/owned-subjects and
+    """The triples a batch request names in DELETE DATA (read with cohort/owned-subjects, owned-facts and
     cohort/subject-triples) are exactly those cohort/delete-derived.ru deletes by pattern, and exactly
     the patients' triples by the tests' own reading of ownership: the two definitions cannot drift."""
     cohort.load(remote, [cohorts["before"]])

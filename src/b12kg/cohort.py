@@ -232,7 +232,8 @@ SETTING_NAMES = {"asOf": "the evaluation date (--as-of)", "reasoner": "the reaso
 
 def ownership(kb: KnowledgeBase) -> Ownership:
     """The queries that say what each patient owns in the derived graph (remote deletes)."""
-    return Ownership(subjects=kb.query("cohort/owned-subjects"), triples=kb.query("cohort/subject-triples"),
+    return Ownership(subjects=(kb.query("cohort/owned-subjects"), kb.query("cohort/owned-facts")),
+                     triples=kb.query("cohort/subject-triples"),
                      delete=kb.update("cohort/delete-derived"), delete_subjects=kb.update("cohort/delete-derived-subjects"),
                      owners=kb.query("cohort/owners"), orphans=kb.query("cohort/derived-orphans"),
                      blank_orphans=kb.update("cohort/delete-blank-orphans"))

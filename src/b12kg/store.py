@@ -820,7 +820,7 @@ REQUEST_BYTES = 8 * 2**20
 @dataclass(frozen=True)
 class Ownership:
     """The queries that say what each patient owns in the derived graph (``queries/cohort/``), for the
-    remote stores' deletes. ``subjects`` (owned-subjects, bound to ``?patient``) and ``triples``
+    remote stores' deletes. ``subjects`` (owned-subjects and owned-facts, bound to ``?patient``) and ``triples``
     (subject-triples, bound to ``?subject``) read it, so the request that replaces it can name each
     triple (``DELETE DATA``); ``delete`` (delete-derived, bound to ``?patient``) and
     ``delete_subjects`` (delete-derived-subjects, bound to ``?orphan``) delete by pattern instead, when
@@ -829,7 +829,7 @@ class Ownership:
     ``orphans`` (derived-orphans) finds what no patient of the datasets owns any more after a run;
     ``blank_orphans`` (delete-blank-orphans) deletes those that are blank nodes."""
 
-    subjects: str
+    subjects: tuple[str, ...]
     triples: str
     delete: str
     delete_subjects: str
@@ -1077,8 +1077,9 @@ class RemoteStore(Store):
         ``own.subjects`` defines them; None when one of them holds a blank node."""
         owner: dict[object, str] = {p: p.value for p in patients}
         for part in chunks(patients, self.values_rows):
-            for row in self.select(own.subjects, {"patient": part}):
-                owner.setdefault(row["subject"], row["patient"].value)
+            for text in own.subjects:
+                for row in self.select(text, {"patient": part}):
+                    owner.setdefault(row["subject"], row["patient"].value)
         by_subject = self._subject_lines(own, list(owner))
         if by_subject is None:
             return None
