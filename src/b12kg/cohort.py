@@ -475,7 +475,8 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
            reasoner: Reasoner = Reasoner.rules, shacl: bool = True, workers: int | None = None,
            progress: Progress | None = None, replace: str = "atomic",
            on_total: Callable[[int], None] | None = None, full: bool = False) -> DeriveResult:
-    """Derive every patient in the store at ``as_of``; replaces the derived graph atomically.
+    """Derive the store's patients at ``as_of`` (all, or those without results: below); the derived
+    graph changes atomically.
 
     Batches of ``batch_size`` patients are evaluated in ``workers`` processes (default: one per CPU;
     one batch runs in this process). Patients whose data breaks the patient shapes (``shacl``), has an
