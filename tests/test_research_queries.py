@@ -24,6 +24,8 @@ from rdflib.compare import isomorphic
 
 from b12kg import cohort
 from b12kg._version import ENGINE_VERSION
+from b12kg.derive import recommend
+from b12kg.errors import InputError
 from b12kg.kb import KnowledgeBase
 from b12kg.sparql import bind, table_name
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
@@ -32,6 +34,7 @@ from servers import open_backend
 from test_examples import BELOW_THRESHOLD, CASES, IN_SCOPE_ALWAYS, Expected
 
 B12 = "https://w3id.org/b12kg/ontology#"
+PROV = "http://www.w3.org/ns/prov#"
 GL = "https://w3id.org/b12kg/guideline#"
 XSD = "http://www.w3.org/2001/XMLSchema#"
 RESEARCH = REPO / "queries" / "research"
@@ -261,6 +264,25 @@ def test_overdue_doses(backend):
     assert all(r["asOf"] == SEED_AS_OF.isoformat() and r["statement"] == GL + "stmt-treatment-2" for r in rows)
 
 
+def test_overdue_doses_name_only_the_injection_the_window_counts_from(tmp_path):
+    """A patient with an earlier injection too: the row names the last injection only (the earlier one
+    also supports the patient's states, so a join on every fact the recommendation rests on listed it)."""
+    text = (EXAMPLES / "overdue-dose.ttl").read_text(encoding="utf-8")
+    text = text.replace("b12:hasAdministration :injection-1 ;", "b12:hasAdministration :injection-0 , :injection-1 ;")
+    text += (":injection-0 a b12:MedicationAdministration ; b12:substance b12:hydroxocobalamin ; b12:doseValue 1 ; "
+             'b12:doseUnit "mg" ;\n    b12:route b12:intramuscular ; b12:effectiveDate "2025-06-10"^^xsd:date .\n')
+    path = tmp_path / "overdue-dose.ttl"
+    path.write_text(text, encoding="utf-8")
+    store = EmbeddedStore(tmp_path / "store")
+    try:
+        cohort.load(store, [path])
+        cohort.derive(store, as_of=SEED_AS_OF)
+        rows = run(store, "overdue-doses")
+    finally:
+        store.close()
+    assert [(r["lastInjection"], r["lastDate"]) for r in rows] == [(fact("overdue-dose", "injection-1"), "2025-06-20")]
+
+
 def test_due_in_window_needs_both_dates(backend):
     from b12kg.errors import InputError
 
@@ -429,6 +451,51 @@ def test_export_gives_every_graph_the_store_holds(backend, kb, embedded_derived)
     assert {(t.subject, t.predicate, t.object) for t in ox.parse(alone, format=ox.RdfFormat.N_TRIPLES)} == embedded_derived
 
 
+@pytest.fixture(scope="module")
+def recommended_derived(tmp_path_factory) -> set:
+    """The derived graphs ``recommend`` gives (with the expanded provenance) for each patient of the cohort."""
+    extra = tmp_path_factory.mktemp("recommended") / f"{RENAL_HYDROXO}.ttl"
+    extra.write_text(RENAL_HYDROXO_TTL, encoding="utf-8")
+    triples: set = set()
+    for path in sorted(EXAMPLES.glob("*.ttl")) + [extra]:
+        ws = recommend(path, as_of=SEED_AS_OF, kb=KB).workspace
+        triples |= {(t.subject, t.predicate, t.object) for t in ws.triples("derived")}
+    return triples
+
+
+def test_the_stored_derived_graph_is_lean(embedded_derived):
+    """What a query can join is not stored: no finding's activity, evidence or product, no guideline
+    element or fact a finding rests on; the one prov:wasDerivedFrom left is a next-dose window's injection."""
+    predicates = {p.value for _, p, _ in embedded_derived}
+    assert not predicates & {PROV + "wasGeneratedBy", B12 + "hasEvidence", B12 + "product"}
+    derived_from = {s for s, p, _ in embedded_derived if p.value == PROV + "wasDerivedFrom"}
+    windows = {s for s, p, _ in embedded_derived if p.value == B12 + "nextDueEarliest"}
+    assert derived_from and derived_from <= windows
+    assert not any(p.value == PROV + "used" and o.value.startswith("https://w3id.org/b12kg/ontology")
+                   for _, p, o in embedded_derived)
+
+
+def test_expanded_provenance_is_what_recommend_derives(backend, embedded_derived, recommended_derived):
+    """``export --expand-provenance`` on each backend adds to the lean derived graph exactly what
+    ``recommend``'s derived graphs hold beyond it, each triple once."""
+    out = cohort.export(backend, graph=GRAPH_DERIVED, fmt="nt", expand=KB)
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines)), "a triple written twice"
+    expanded = {(t.subject, t.predicate, t.object) for t in ox.parse(out, format=ox.RdfFormat.N_TRIPLES)}
+    assert expanded - embedded_derived == recommended_derived - embedded_derived
+    assert recommended_derived <= expanded
+    whole = io.BytesIO()
+    cohort.export(backend, graph=None, fmt="nq", output=whole, expand=KB)
+    quads = {(q.subject, q.predicate, q.object) for q in ox.parse(whole.getvalue(), format=ox.RdfFormat.N_QUADS)
+             if q.graph_name.value == GRAPH_DERIVED}
+    assert quads == expanded
+
+
+def test_expand_provenance_needs_the_derived_graph(backend):
+    with pytest.raises(InputError, match="--expand-provenance"):
+        cohort.export(backend, graph=GRAPH_ONTOLOGY, fmt="nt", expand=KB)
+
+
 def _rdflib(term):
     if isinstance(term, ox.NamedNode):
         return rdflib.URIRef(term.value)
@@ -454,9 +521,6 @@ def test_deriving_again_replaces_the_derived_graph(backend, embedded_derived):
 
 
 DERIVE_QUERIES = [name for name, _ in KB.queries("derive")]
-# Needs the inferred types of results (e.g. a B12 result below a threshold); the store keeps the
-# patients' inferred states, not their results' types, so there it may construct nothing.
-NEEDS_RESULT_TYPES = {"derive/10-supporting-facts"}
 
 
 @pytest.mark.parametrize("name", DERIVE_QUERIES)
@@ -477,6 +541,5 @@ def test_derive_query_gives_the_engines_answer_on_the_store(backend, embedded_de
         text = bind(text, None, (columns, [tuple(row.get(c) for c in columns) for row in rows]))
     got = {(t.subject, t.predicate, t.object)
            for t in backend.construct(text, {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
-    if name not in NEEDS_RESULT_TYPES:
-        assert got, f"{name} constructed nothing"
+    assert got, f"{name} constructed nothing"
     assert got <= embedded_derived

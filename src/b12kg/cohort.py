@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from b12kg.inputs import check_evaluation_date, read_input, utf8
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner
-from b12kg.sparql import bind
+from b12kg.sparql import bind, table_name
 from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
                          RemoteStore, Store, chunks, dataset_graph)
@@ -302,10 +303,11 @@ def _evaluate(batch: _Batch) -> _Evaluated:
             triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
         ws = Workspace(kb)
         ws.load_nt("patients", _without(triples, batch.patients, problems))
-    evaluate_pipeline(ws, as_of, Reasoner(batch.reasoner))
+    evaluate_pipeline(ws, as_of, Reasoner(batch.reasoner), expanded=False)
     graphs = {"inferred": ws.graph["inferred"], "patients": ws.graph["patients"]}
     derived = (ws.dump_nt("derived") + ws.dump_nt("normalised")
-               + ws.construct_nt(kb.query("cohort/inferred-export"), graphs))
+               + ws.construct_nt(kb.query("cohort/inferred-export"), graphs)
+               + ws.construct_nt(fact_types := kb.query("cohort/fact-types-export"), graphs, table=ws.table(fact_types)))
     scope = {r["patient"].value: r["inScope"].value == "true"
              for r in ws.select("cohort/batch-patients", {"patients": ws.graph["patients"]})}
     digests = input_digests(triples if triples is not None else ox.parse(data, format=ox.RdfFormat.N_TRIPLES), scope)
@@ -702,13 +704,41 @@ EXPORT_FORMATS = {"nq": ox.RdfFormat.N_QUADS, "trig": ox.RdfFormat.TRIG, "ttl": 
                   "nt": ox.RdfFormat.N_TRIPLES}
 
 
-def export(store: Store, *, graph: str | None, fmt: str, output: BinaryIO | None = None) -> bytes | None:
+def export(store: Store, *, graph: str | None, fmt: str, output: BinaryIO | None = None,
+           expand: KnowledgeBase | None = None) -> bytes | None:
     """The store, or one graph of it, in ``fmt``: written to ``output`` as it is read (nothing holds the
-    whole export, so a store of any size exports in bounded memory), or returned when there is none."""
+    whole export, so a store of any size exports in bounded memory), or returned when there is none.
+    With ``expand`` (a knowledge base), the derived graph also gets its expanded provenance
+    (:func:`expanded_provenance`), written after the stored triples."""
     rdf_format = EXPORT_FORMATS[fmt]
     if graph is None and not rdf_format.supports_datasets:
         raise InputError(f"--format {fmt} holds one graph: give --graph, or use nq / trig for the whole store")
-    return store.dump(rdf_format, graph, output)
+    if expand is not None and graph not in (None, GRAPH_DERIVED):
+        raise InputError("--expand-provenance adds to the derived graph: export it (--graph derived) or the whole store")
+    if output is None:
+        buffer = io.BytesIO()
+        export(store, graph=graph, fmt=fmt, output=buffer, expand=expand)
+        return buffer.getvalue()
+    store.dump(rdf_format, graph, output)
+    if expand is not None:
+        derived = ox.NamedNode(GRAPH_DERIVED)
+        triples = expanded_provenance(store, expand)
+        ox.serialize(triples if graph is not None else (ox.Quad(t.subject, t.predicate, t.object, derived) for t in triples), output,
+                     format=rdf_format)
+    return None
+
+
+def expanded_provenance(store: Store, kb: KnowledgeBase) -> Iterator[ox.Triple]:
+    """The triples ``queries/research/expand/*.rq`` add to the store's lean derived graph (each finding's
+    activity, guideline element, evidence and patient facts), query by query; a query's ``#+ table:``
+    is read from the store. The derived graph keeps one derivation per patient, so the joins hold."""
+    for _, text in kb.queries("research/expand"):
+        name = table_name(text)
+        table = None
+        if name is not None:
+            columns, rows = store.select_with_columns(kb.query(name))
+            table = (columns, [tuple(row.get(c) for c in columns) for row in rows])
+        yield from store.construct_stream(bind(text, None, table))
 
 
 def graph_alias(name: str | None) -> str | None:

@@ -110,12 +110,23 @@ def derive(ws: Workspace, as_of: date) -> None:
     ws.settle("derived")
 
 
-def evaluate(ws: Workspace, as_of: date, reasoner: Reasoner = Reasoner.rules) -> None:
-    """The pipeline after validation, on the patients already in ``ws``: normalise, classify, derive, schedule."""
+def expand(ws: Workspace) -> None:
+    """Run ``queries/research/expand/*.rq`` into the derived graph: the provenance a lean derived graph
+    leaves to joins (each finding's activity, guideline element, evidence and patient facts)."""
+    for name, _ in ws.kb.queries("research/expand"):
+        ws.construct_into("derived", name, settle=False)
+    ws.settle("derived")
+
+
+def evaluate(ws: Workspace, as_of: date, reasoner: Reasoner = Reasoner.rules, *, expanded: bool = True) -> None:
+    """The pipeline after validation, on the patients already in ``ws``: normalise, classify, derive,
+    schedule, and (``expanded``) the expanded provenance; a store keeps the lean derived graph only."""
     normalise(ws, as_of)
     classify(ws, reasoner)
     derive(ws, as_of)
     schedule(ws, as_of)
+    if expanded:
+        expand(ws)
 
 
 def _date(value: date) -> ox.Literal:

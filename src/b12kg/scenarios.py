@@ -488,7 +488,7 @@ def _evaluate_batch(kb: KnowledgeBase, batch: list[Scenario], as_of: date, reade
     for scenario in batch:
         triples += build_patient(SCENARIO_IRI_BASE, scenario, as_of, shared_facts=shared_facts)
     ws.add_triples("patients", triples)
-    evaluate_workspace(ws, as_of)
+    evaluate_workspace(ws, as_of, expanded=False)  # the decisions need no expanded provenance
     by_iri = {SCENARIO_IRI_BASE + s.id: Decision(scenario=s) for s in batch}
     rows = ws.select_text(reader) if reader else ws.select("check/scenario-decisions")
     return decisions_from_rows(rows, by_iri)

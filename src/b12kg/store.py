@@ -105,6 +105,10 @@ class Store(ABC):
     @abstractmethod
     def construct(self, text: str, bindings: Mapping[str, object] | None = None) -> list[ox.Triple]: ...
 
+    def construct_stream(self, text: str, bindings: Mapping[str, object] | None = None) -> Iterator[ox.Triple]:
+        """A CONSTRUCT query's triples as an iterator; a store that can hands them over as it evaluates them."""
+        return iter(self.construct(text, bindings))
+
     @abstractmethod
     def dump(self, fmt: ox.RdfFormat, graph: str | None = None, output: BinaryIO | None = None) -> bytes | None:
         """Every graph (or ``graph``) serialised in ``fmt``: written to ``output`` as it is read, or returned."""
@@ -780,7 +784,10 @@ class EmbeddedStore(Store):
         return names, ({n: s[n] for n in names if s[n] is not None} for s in solutions)
 
     def construct(self, text, bindings=None):
-        return list(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
+        return list(self.construct_stream(text, bindings))
+
+    def construct_stream(self, text, bindings=None):
+        return iter(self.store.query(bind(text, bindings), use_default_graph_as_union=True))
 
     def construct_nt(self, text, bindings=None):
         result = self.store.query(bind(text, bindings), use_default_graph_as_union=True)

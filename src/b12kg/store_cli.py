@@ -204,10 +204,14 @@ def export_command(
     output: Annotated[str, typer.Option("--format", "-f", help="nq, trig (whole store) or ttl, nt (one graph); fhir-ndjson: the cohort's recommendations as FHIR Bulk Data NDJSON, one file per resource type, into the new folder given by -o.")] = "nq",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout (fhir-ndjson: this new folder).")] = None,
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="fhir-ndjson only: evaluation date, YYYY-MM-DD (default: the derived graph's).")] = None,
+    expand_provenance: Annotated[bool, typer.Option("--expand-provenance", help="Add to the derived graph what its lean form leaves to joins: each finding's derivation, guideline statement, evidence and patient facts (queries/research/expand/).")] = False,
 ) -> None:
     """Export the store, or one graph of it; or its cohort's recommendations as FHIR NDJSON."""
     from b12kg import cohort
+    from b12kg.kb import KnowledgeBase
 
+    if expand_provenance and output == "fhir-ndjson":
+        raise InputError("--expand-provenance is for the RDF formats (nq, trig, ttl, nt)")
     if output == "fhir-ndjson":
         _export_fhir(store, endpoint, update_endpoint, user, password, auth, out, as_of)
         return
@@ -216,15 +220,16 @@ def export_command(
     if output not in cohort.EXPORT_FORMATS:
         raise InputError(f"--format: {output!r} is not one of {', '.join([*cohort.EXPORT_FORMATS, 'fhir-ndjson'])}")
     name = cohort.graph_alias(graph)
+    expand = KnowledgeBase() if expand_provenance else None
     s = _open(store, endpoint, update_endpoint, user, password, auth, read_only=store is not None)
     try:
         if out is None:
             with reader_may_stop():
-                cohort.export(s, graph=name, fmt=output, output=sys.stdout.buffer)
+                cohort.export(s, graph=name, fmt=output, output=sys.stdout.buffer, expand=expand)
                 sys.stdout.buffer.flush()
         else:
             with replacing(out) as f:
-                cohort.export(s, graph=name, fmt=output, output=f)
+                cohort.export(s, graph=name, fmt=output, output=f, expand=expand)
     finally:
         s.close()
 
