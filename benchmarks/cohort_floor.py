@@ -9,8 +9,8 @@
 * **job**: `b12kg load` + `b12kg derive` with their default flags (SHACL on, all cores), as a user runs
   them: each a new process, interpreter start included;
 * **ratio**: job ÷ floor;
-* **derive again**: `b12kg derive` once more over the derived store (same `--as-of`), as after a change
-  of the knowledge base: it reads the patients beside a full derived graph.
+* **derive again**: `b12kg derive --full` once more over the derived store (same `--as-of`), as after a
+  change of the knowledge base: it reads the patients beside a full derived graph.
 
 Prints a markdown table: medians of --runs runs (the floor and the job alternate, so a noisy minute
 hits both), derived triples per patient, peak RSS of the derive process tree.
@@ -108,7 +108,7 @@ def job(cohort: Path, db: Path) -> tuple[float, float, int, float]:
     if process.returncode != 0:
         raise SystemExit(f"derive failed ({process.returncode}): {err.decode()[-500:]}")
     again = time.perf_counter()
-    b12kg("derive", "--store", str(db), "--as-of", AS_OF)
+    b12kg("derive", "--store", str(db), "--as-of", AS_OF, "--full")  # (without --full: nothing to evaluate)
     again = time.perf_counter() - again
     from b12kg.store import EmbeddedStore
 

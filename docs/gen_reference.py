@@ -30,6 +30,7 @@ with mkdocs_gen_files.open("reference/cli.md", "w") as page:
 # ------------------------------------------------------------------ query library
 FOLDERS = {
     "research": "Research queries (`b12kg query NAME`, `GET /queries/NAME`)",
+    "research/expand": "The expanded provenance (`recommend`, `b12kg export --expand-provenance`)",
     "normalise": "Pipeline: normalise", "derive": "Pipeline: derive", "schedule": "Pipeline: schedule",
     "report": "Reports", "fhir": "FHIR output", "cohort": "Cohort store", "qc": "Quality checks (`b12kg check`)",
     "check": "Checks and scenarios", "competency": "Competency questions", "validate": "Validation",
@@ -48,7 +49,8 @@ with mkdocs_gen_files.open("reference/queries.md", "w") as page:
             cells = [header.get(k, "").replace("|", "\\|").replace("\n", " ") for k in ("summary", "parameters", "output")]
             page.write(f"| `{folder}/{path.stem}` | {cells[0]} | {cells[1]} | {cells[2]} |\n")
         page.write("\n")
-    missing = sorted({p.parent.name for p in kb.queries_dir.rglob("*.r[qu]")} - set(FOLDERS))
+    missing = sorted({p.parent.relative_to(kb.queries_dir).as_posix() for p in kb.queries_dir.rglob("*.r[qu]")}
+                     - set(FOLDERS))
     if missing:
         raise SystemExit(f"docs/gen_reference.py: query folders without a section: {', '.join(missing)}")
 

@@ -95,12 +95,17 @@ def test_rerunning_derive_and_load_never_duplicates(loaded, tmp_path):
 
 
 def test_derived_recommendations_carry_provenance(loaded):
+    """Through the lean graph's joins: each recommendation's statement cites evidence, and its patient has
+    exactly one derivation with the evaluation date and both versions."""
     store = EmbeddedStore(loaded, read_only=True)
     rows = store.select("""
-        PREFIX b12: <https://w3id.org/b12kg/ontology#> PREFIX prov: <http://www.w3.org/ns/prov#>
+        PREFIX b12: <https://w3id.org/b12kg/ontology#>
         SELECT ?rec (COUNT(DISTINCT ?ref) AS ?refs) (COUNT(DISTINCT ?run) AS ?runs) WHERE {
-          ?rec a b12:Recommendation . OPTIONAL { ?rec b12:hasEvidence ?ref }
-          OPTIONAL { ?rec prov:wasGeneratedBy ?run . ?run b12:asOf ?asOf ; b12:ontologyVersion ?v ; b12:engineVersion ?e }
+          ?rec a b12:Recommendation ; b12:instantiates ?source ; b12:forPatient ?patient .
+          OPTIONAL { ?source (b12:derivedFromStatement)? ?statement . ?statement a b12:GuidelineStatement ;
+                     b12:hasEvidence ?ref }
+          OPTIONAL { ?run a b12:Derivation ; b12:forPatient ?patient ; b12:asOf ?asOf ; b12:ontologyVersion ?v ;
+                     b12:engineVersion ?e }
         } GROUP BY ?rec""")
     store.close()
     assert rows
