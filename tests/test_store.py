@@ -382,6 +382,23 @@ def test_export_round_trips(loaded, tmp_path):
     assert whole.returncode == ExitCode.INPUT and "holds one graph" in whole.stderr
 
 
+def test_export_expand_provenance_from_the_command_line(loaded, tmp_path):
+    """``--expand-provenance`` adds the joins after the stored triples (every stored triple is kept, a
+    finding gets its activity); one-line errors, exit 3, where it cannot apply."""
+    out = tmp_path / "expanded.nt"
+    result = cli("export", "--store", str(loaded), "--graph", "derived", "-f", "nt", "--expand-provenance", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    expanded = {q.triple for q in ox.parse(path=str(out), format=ox.RdfFormat.N_TRIPLES)}
+    stored = derived_triples(loaded)
+    assert stored < expanded
+    assert any(t.predicate.value == "http://www.w3.org/ns/prov#wasGeneratedBy" for t in expanded - stored)
+    for args, message in ((["--graph", "ontology", "-f", "nt"], "adds to the derived graph"),
+                          (["--format", "fhir-ndjson", "-o", str(tmp_path / "ndjson")], "for the RDF formats")):
+        refused = cli("export", "--store", str(loaded), "--expand-provenance", *args)
+        assert refused.returncode == ExitCode.INPUT and message in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
+
 def test_an_export_that_fails_part_way_leaves_the_file_as_it_was(tmp_path):
     """``export -o FILE`` writes beside FILE and renames once complete: an answer cut off by the
     store part-way is a one-line error (exit 3), FILE keeps its earlier content, nothing is left beside it."""

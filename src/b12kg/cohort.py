@@ -723,8 +723,9 @@ def export(store: Store, *, graph: str | None, fmt: str, output: BinaryIO | None
     if expand is not None:
         derived = ox.NamedNode(GRAPH_DERIVED)
         triples = expanded_provenance(store, expand)
-        ox.serialize(triples if graph is not None else (ox.Quad(t.subject, t.predicate, t.object, derived) for t in triples), output,
-                     format=rdf_format)
+        if graph is None:  # the whole store: the added triples are quads of the derived graph
+            triples = (ox.Quad(t.subject, t.predicate, t.object, derived) for t in triples)
+        ox.serialize(triples, output, format=rdf_format)
     return None
 
 
