@@ -476,14 +476,11 @@ class EmbeddedStore(Store):
     def generation_view(cls, folder: str | Path) -> "EmbeddedStore":
         """A read-only view of one generation folder that takes no lock: only for a process working for
         a writer that holds the generation (derive's worker processes)."""
-        view = cls.__new__(cls)
-        view.path, view.read_only, view.generation = Path(folder).parent, True, Path(folder).name
-        view._lock_fd = view._lease_fd = None
-        view._writing = False
         try:
-            view.store = ox.Store.read_only(str(folder))
+            view = cls.over(ox.Store.read_only(str(folder)))
         except OSError as exc:
             raise StoreError(f"{folder}: cannot open the store: {exc}") from None
+        view.path, view.generation = Path(folder).parent, Path(folder).name
         return view
 
     def __enter__(self) -> "EmbeddedStore":
@@ -635,7 +632,7 @@ class EmbeddedStore(Store):
             base = self._new_generation(made, head["base"], without=replacing)
             base.clear(GRAPH_DERIVED)  # a base never holds one; this makes sure
             fill(base)
-            record = DeriveState.read(self.path / head["current"]) if head["current"] != head["base"] else None
+            record = self._record(head)
             plan = carry(base, record) if carry is not None and record is not None else None
             if plan is None:
                 self._commit(base, base)
@@ -652,10 +649,11 @@ class EmbeddedStore(Store):
 
     def derive_state(self) -> DeriveState | None:
         """The record of the derived graph readers see now (None: none, or no derived graph)."""
-        head = self.head()
-        if head["current"] == head["base"]:
-            return None
-        return DeriveState.read(self.path / head["current"])
+        return self._record(self.head())
+
+    def _record(self, head: dict) -> DeriveState | None:
+        """The derive record of HEAD's current generation (None: none, or no derived graph)."""
+        return DeriveState.read(self.path / head["current"]) if head["current"] != head["base"] else None
 
     def replace_derived(self, ontology: list[ox.Triple], chunks: Iterable[bytes],
                         state: Callable[[], DeriveState] | None = None) -> int:
