@@ -535,10 +535,10 @@ def test_derive_query_gives_the_engines_answer_on_the_store(backend, embedded_de
             "the same OPTIONAL and IF/BOUND with VALUES instead of the sub-selects give alternative. The pipeline "
             "is unaffected: derive evaluates these queries in-process, not on the server.")))
     text = KB.query(name)
-    if table_name(text):  # the store evaluates the table query too; its rows are bound as VALUES
-        columns, rows = backend.select_with_columns(KB.query(table_name(text)))
-        assert rows, f"{table_name(text)} gave no rows on the store"
-        text = bind(text, None, (columns, [tuple(row.get(c) for c in columns) for row in rows]))
+    table = cohort.store_table(backend, KB, text)  # the store evaluates the table query too; bound as VALUES
+    if table is not None:
+        assert table[1], f"{table_name(text)} gave no rows on the store"
+        text = bind(text, None, table)
     got = {(t.subject, t.predicate, t.object)
            for t in backend.construct(text, {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
     assert got, f"{name} constructed nothing"

@@ -35,7 +35,7 @@ from b12kg.inputs import check_evaluation_date, read_input, utf8
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner
-from b12kg.sparql import bind, table_name
+from b12kg.sparql import Table, bind, table_name
 from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
                          RemoteStore, Store, chunks, dataset_graph)
@@ -734,12 +734,17 @@ def expanded_provenance(store: Store, kb: KnowledgeBase) -> Iterator[ox.Triple]:
     activity, guideline element, evidence and patient facts), query by query; a query's ``#+ table:``
     is read from the store. The derived graph keeps one derivation per patient, so the joins hold."""
     for _, text in kb.queries("research/expand"):
-        name = table_name(text)
-        table = None
-        if name is not None:
-            columns, rows = store.select_with_columns(kb.query(name))
-            table = (columns, [tuple(row.get(c) for c in columns) for row in rows])
-        yield from store.construct_stream(bind(text, None, table))
+        yield from store.construct_stream(bind(text, None, store_table(store, kb, text)))
+
+
+def store_table(store: Store, kb: KnowledgeBase, text: str) -> Table | None:
+    """The VALUES table a query's ``#+ table: NAME`` header asks for, evaluated by the store (None: no
+    header); :meth:`Workspace.table` is the same on a workspace."""
+    name = table_name(text)
+    if name is None:
+        return None
+    columns, rows = store.select_with_columns(kb.query(name))
+    return columns, [tuple(row.get(c) for c in columns) for row in rows]
 
 
 def graph_alias(name: str | None) -> str | None:
