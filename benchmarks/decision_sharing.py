@@ -18,7 +18,7 @@ import argparse
 import io
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
 
@@ -59,13 +59,13 @@ def evaluate(kb: KnowledgeBase, data: bytes) -> tuple[dict[str, float], Workspac
     return times, ws
 
 
-def state_sets(ws: Workspace, patients: list[ox.NamedNode]) -> list[frozenset[str]]:
-    """Each patient's inferred classes of the b12kg ontology (its states), as a set."""
+def state_sets(ws: Workspace, patients: list[ox.NamedNode]) -> Counter[frozenset[str]]:
+    """How many patients have each set of inferred classes (states) in the workspace."""
     states: dict[str, set[str]] = defaultdict(set)
     for quad in ws.store.quads_for_pattern(None, ox.NamedNode("http://www.w3.org/1999/02/22-rdf-syntax-ns#type"),
                                            None, ws.graph["inferred"]):
         states[quad.subject.value].add(quad.object.value)
-    return [frozenset(states.get(p.value, ())) for p in patients]
+    return Counter(frozenset(states.get(p.value, ())) for p in patients)
 
 
 def main() -> None:
@@ -98,10 +98,7 @@ def main() -> None:
             times, ws = evaluate(kb, data)
             runs.append(times)
         median = {s: statistics.median(r[s] for r in runs) for s in STEPS}
-        sets = state_sets(ws, part)
-        groups = defaultdict(int)
-        for s in sets:
-            groups[s] += 1
+        groups = state_sets(ws, part)
         saved = median["derive"] * (1 - len(groups) / len(part))
         total = sum(median.values())
         print(f"| {start // args.batch + 1} | {len(part):,} | {len(groups):,} | {max(groups.values())} | "
