@@ -10,7 +10,8 @@
   them: each a new process, interpreter start included;
 * **ratio**: job ÷ floor;
 * **derive again**: `b12kg derive --full` once more over the derived store (same `--as-of`), as after a
-  change of the knowledge base: it reads the patients beside a full derived graph.
+  change of the knowledge base: it reads the patients beside a full derived graph (`--no-again` leaves
+  it out, for sizes where it would double a long run).
 
 Prints a markdown table: medians of --runs runs (the floor and the job alternate, so a noisy minute
 hits both), derived triples per patient, peak RSS of the derive process tree.
@@ -90,9 +91,9 @@ def tree_rss(pid_holder: list, stop: threading.Event, peak: list) -> None:
         stop.wait(0.2)
 
 
-def job(cohort: Path, db: Path) -> tuple[float, float, int, float]:
+def job(cohort: Path, db: Path, again: bool = True) -> tuple[float, float, int, float | None]:
     """load + derive as two commands; returns (seconds, peak RSS MB of derive's process tree, derived
-    triples, seconds of a second derive over the derived store)."""
+    triples, seconds of a second derive over the derived store, None when ``again`` is false)."""
     start = time.perf_counter()
     b12kg("load", str(cohort), "--store", str(db))
     holder, stop, peak = [], threading.Event(), [0]
@@ -107,21 +108,24 @@ def job(cohort: Path, db: Path) -> tuple[float, float, int, float]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"derive failed ({process.returncode}): {err.decode()[-500:]}")
-    again = time.perf_counter()
-    b12kg("derive", "--store", str(db), "--as-of", AS_OF, "--full")  # (without --full: nothing to evaluate)
-    again = time.perf_counter() - again
+    seconds_again = None
+    if again:
+        start_again = time.perf_counter()
+        b12kg("derive", "--store", str(db), "--as-of", AS_OF, "--full")  # (without --full: nothing to evaluate)
+        seconds_again = time.perf_counter() - start_again
     from b12kg.store import EmbeddedStore
 
     store = EmbeddedStore(db)
     rows = store.select(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH <{GRAPH_DERIVED}> {{ ?s ?p ?o }} }}")
     store.close()
-    return elapsed, peak[0] / 2**20, int(rows[0]["n"].value), again
+    return elapsed, peak[0] / 2**20, int(rows[0]["n"].value), seconds_again
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-again", action="store_true", help="leave out the second derive (--full)")
     args = parser.parse_args()
     rows = Workspace(KnowledgeBase()).select_text(THRESHOLD)  # the lowest B12 threshold, the codes of B12 results
     threshold, codes = rows[0]["value"], sorted({r["code"] for r in rows}, key=str)
@@ -137,14 +141,16 @@ def main() -> None:
                 floors.append(floor(cohort, folder, threshold, codes))
                 shutil.rmtree(folder)
                 db = work / f"db-{i}"
-                seconds, peak, triples, again = job(cohort, db)
+                seconds, peak, triples, again = job(cohort, db, again=not args.no_again)
                 jobs.append(seconds)
-                agains.append(again)
+                if again is not None:
+                    agains.append(again)
                 rss.append(peak)
                 shutil.rmtree(db)
-                print(f"{n}: run {i + 1}: floor {floors[-1]:.1f} s, job {seconds:.1f} s, again {again:.1f} s", file=sys.stderr, flush=True)
+                print(f"{n}: run {i + 1}: floor {floors[-1]:.1f} s, job {seconds:.1f} s, peak RSS {peak:,.0f} MB"
+                      + ("" if again is None else f", again {again:.1f} s"), file=sys.stderr, flush=True)
             rows.append((n, statistics.median(floors), statistics.median(jobs), max(rss), triples / n,
-                         statistics.median(agains)))
+                         statistics.median(agains) if agains else None))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"Medians of {args.runs} runs; `synth --seed 1`; load + derive with default flags (SHACL on, "
@@ -153,7 +159,8 @@ def main() -> None:
           "peak RSS derive (MB) | derive again (s) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, f, j, peak, per, again in rows:
-        print(f"| {n:,} | {f:.1f} | {j:.1f} | {j / f:.1f} | {n / j:,.0f} | {per:.0f} | {peak:,.0f} | {again:.1f} |")
+        again_cell = "–" if again is None else f"{again:.1f}"
+        print(f"| {n:,} | {f:.1f} | {j:.1f} | {j / f:.1f} | {n / j:,.0f} | {per:.0f} | {peak:,.0f} | {again_cell} |")
 
 
 if __name__ == "__main__":
