@@ -1,6 +1,7 @@
 """The embedded store's generations: HEAD switches atomically, a load clears the derived graph, one
 writer at a time, old and half-written generations are deleted unless a reader holds them, the old
-single-folder layout is refused with a one-line error, and readers create nothing."""
+single-folder layout is refused with a one-line error, readers create nothing, and compacting is a
+generation like any other write."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from b12kg import cohort
 from b12kg.errors import ExitCode, InputError
 from b12kg.serve import Endpoint
-from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, StoreBusy, StoreError
+from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, STATE_FILE, EmbeddedStore, StoreBusy, StoreError
 from conftest import EXAMPLES, SEED_AS_OF, cli, run_killed_before_head
 
 SEED = EXAMPLES / "seed-case.ttl"
@@ -365,3 +366,59 @@ def test_derived_chunks_are_bulk_loaded_in_groups():
     assert list(_grouped([b"aaaa\n", b"bbbb\n", b"", b"cc\n"], 8)) == [b"aaaa\nbbbb\n", b"cc\n"]
     assert list(_grouped([b"", b""], 8)) == []
     assert list(_grouped([b"aaaaaaaaa\n", b"b\n"], 8)) == [b"aaaaaaaaa\n", b"b\n"]
+
+
+# ------------------------------------------------------------------------------------ compacting
+def every_quad(db: Path) -> set:
+    with EmbeddedStore(db, read_only=True) as store:
+        return set(store.store.quads_for_pattern(None, None, None, None))
+
+
+def test_compact_switches_to_a_compacted_copy_with_the_same_quads_and_derive_record(db):
+    before, old = every_quad(db), head(db)
+    record = (db / old["current"] / STATE_FILE).read_text()
+    reader = EmbeddedStore(db, read_only=True)
+    done = cli("compact", "--store", str(db))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"compacted {db}: {old['current']} -> {head(db)['current']} in ")
+    assert head(db)["base"] == old["base"] and head(db)["current"] != old["current"]
+    assert every_quad(db) == before
+    assert int(reader.select(RECS)[0]["n"].value) > 0  # a reader keeps the generation it opened
+    reader.close()
+    assert (db / head(db)["current"] / STATE_FILE).read_text() == record
+    with EmbeddedStore(db) as store:  # the record came along: the next derive keeps every result
+        assert old["current"] not in store.generations()
+        result = cohort.derive(store, as_of=SEED_AS_OF)
+        assert result.full == "" and result.kept == result.patients == 2
+        assert every_quad(db) == before
+
+
+def test_compact_without_a_derived_graph_makes_one_generation_base_and_current(tmp_path):
+    db = tmp_path / "db"
+    with EmbeddedStore(db) as store:
+        cohort.load(store, [SEED])
+    before = every_quad(db)
+    assert cli("compact", "--store", str(db)).returncode == 0
+    assert head(db)["base"] == head(db)["current"] and every_quad(db) == before
+    assert cli("derive", "--store", str(db), "--as-of", "2025-10-31").returncode == 0
+    assert recommendations(db) > 0
+
+
+def test_compact_refuses_a_missing_store_a_busy_one_and_changes_nothing_when_it_fails(db, tmp_path, monkeypatch):
+    missing = tmp_path / "nothing"
+    done = cli("compact", "--store", str(missing))
+    assert done.returncode == ExitCode.INPUT and done.stderr == f"error: {missing}: no store here (run b12kg load --store {missing} first)\n"
+    assert not missing.exists()
+    with EmbeddedStore(db):
+        busy = cli("compact", "--store", str(db))
+        assert busy.returncode == ExitCode.BUSY and "another b12kg load/derive is writing" in busy.stderr
+    before, layout = every_quad(db), on_disk(db)
+
+    def full_disk(self, folder):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("b12kg.store.DeriveState.write", full_disk)
+    with EmbeddedStore(db) as store:
+        with pytest.raises(StoreError, match="cannot write the store: No space left on device"):
+            store.compact()
+    assert on_disk(db) == layout and every_quad(db) == before

@@ -696,6 +696,23 @@ class EmbeddedStore(Store):
             self._commit(head["base"], current)
             return count
 
+    def compact(self) -> tuple[str, str]:
+        """A new current generation made from the current one and compacted (RocksDB merges every level
+        and drops what deletes and replaced graphs left behind), with the derive record; HEAD switches
+        to it. A generation is written by bulk loads and closed, so RocksDB never finishes compacting
+        it on its own, and whole-cohort queries that sort or scan read more than they need. The data
+        do not change. When the store has no derived graph, the new generation is base and current.
+        Returns the old and the new current generation's names."""
+        head = self.head()
+        with self._transaction() as made:
+            gen = self._new_generation(made, head["current"])
+            gen.store.optimize()
+            record = self._record(head)
+            if record is not None:
+                record.write(gen.path)
+            self._commit(gen if head["base"] == head["current"] else head["base"], gen)
+        return head["current"], gen.name
+
     @classmethod
     def over(cls, store: ox.Store) -> "EmbeddedStore":
         """Queries over an open Oxigraph store (a generation being written), read as the store reads:

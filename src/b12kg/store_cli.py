@@ -1,4 +1,4 @@
-"""Command-line commands for cohorts: load, derive, query, export, synth, serve.
+"""Command-line commands for cohorts: load, derive, compact, query, export, synth, serve.
 
 Each takes ``--store DIR`` (embedded) or ``--endpoint URL [--update-endpoint URL]`` (any SPARQL 1.1
 store; ``--user``, ``--password`` or ``B12KG_PASSWORD``, ``--auth basic|digest``). Progress bars go to
@@ -165,6 +165,28 @@ def derive_command(
         raise typer.Exit(int(ExitCode.INVALID_DATA))
 
 
+def compact_command(
+    store: Annotated[Path, typer.Option("--store", help="Embedded store folder (created by load).")],
+) -> None:
+    """Compact the embedded store for faster whole-cohort queries; the data do not change.
+
+    load and derive write the store with bulk loads and leave it as written; compacting it makes
+    queries that sort or scan the cohort (blocked-decisions, due-in-window) faster, by up to a third
+    at 100,000 patients. It writes a compacted copy as a new generation and switches to it, as a load
+    does: it takes about a tenth of a full derive's time and, while it runs, free disk space about the
+    store's size. Run it after a derive whose store research tools will query; a load or derive after
+    it writes uncompacted data again, and derive keeps evaluating only what changed."""
+    import time
+
+    from b12kg.store import EmbeddedStore
+
+    EmbeddedStore(store, read_only=True).close()  # a folder without a store is an error, not a new store
+    start = time.perf_counter()
+    with EmbeddedStore(store) as s:
+        old, new = s.compact()
+    typer.echo(f"compacted {store}: {old} -> {new} in {time.perf_counter() - start:.1f} s", err=True)
+
+
 def query_command(
     query: Annotated[str, typer.Argument(help="A research query name (queries/research/NAME.rq) or a .rq file.")],
     store: StoreDir = None, endpoint: Endpoint = None, update_endpoint: UpdateEndpoint = None,
@@ -271,6 +293,7 @@ def synth_command(
 def register(app: typer.Typer) -> None:
     app.command("load")(load_command)
     app.command("derive")(derive_command)
+    app.command("compact")(compact_command)
     app.command("query")(query_command)
     app.command("export")(export_command)
     app.command("synth")(synth_command)
