@@ -465,6 +465,28 @@ def test_query_rows_come_as_the_store_evaluates_them(loaded):
         store.close()
 
 
+# a CONSTRUCT whose every row is a new triple: every triple three times over, ~10^9 triples here
+ENDLESS_CONSTRUCT = """CONSTRUCT { ?x <urn:p> ?c } WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i
+  BIND (IRI(CONCAT("urn:x:", MD5(CONCAT(STR(?a), STR(?b), STR(?d), STR(?e), STR(?g), STR(?h))))) AS ?x) }"""
+
+
+def test_remote_construct_triples_come_as_the_server_sends_them(tmp_path):
+    """``export --expand-provenance`` from a remote store reads each CONSTRUCT's N-Triples as they
+    arrive: the first triples of an answer with no end are there at once, and closing the stream
+    closes the connection."""
+    import itertools
+
+    from servers import open_backend
+
+    with open_backend("oxigraph", tmp_path) as store:
+        cohort.load(store, sorted(EXAMPLES.glob("*.ttl")))
+        for _ in range(2):  # the server is free again once a stream is closed
+            stream = store.construct_stream(ENDLESS_CONSTRUCT)
+            assert len(list(itertools.islice(stream, 3))) == 3
+            stream.close()
+        assert len(store.select("SELECT ?s WHERE { ?s ?p ?o } LIMIT 1")) == 1
+
+
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_query_output_begins_before_the_query_ends(loaded, tmp_path, fmt):
     """``b12kg query -f csv|json`` writes rows as they come: the first lines of a query with no end

@@ -1010,6 +1010,19 @@ class RemoteStore(Store):
         data = self._query(bind(text, bindings), "application/n-triples")
         return list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
 
+    def construct_stream(self, text, bindings=None):
+        """A CONSTRUCT query's triples parsed from the server's N-Triples as they arrive: nothing holds
+        the whole answer (``export --expand-provenance`` of a whole cohort). The request is sent when
+        the first triple is asked for; closing the iterator closes the connection."""
+        with self._answer(bind(text, bindings), "application/n-triples") as answer:
+            if (answer.headers.get("X-B12KG-Truncated") or "").lower() == "true":
+                raise StoreError(f"{self.endpoint}: the endpoint cut the answer at its row limit "
+                                 "(X-B12KG-Truncated): query the store itself, or serve it with a larger --limit")
+            try:
+                yield from ox.parse(answer, format=ox.RdfFormat.N_TRIPLES)
+            except (OSError, SyntaxError, http.client.HTTPException) as exc:
+                raise StoreError(f"{self.endpoint}: reading the answer failed: {_first_line(exc)}") from None
+
     def update(self, text):
         from SPARQLWrapper import POST
 
