@@ -399,6 +399,32 @@ def test_export_expand_provenance_from_the_command_line(loaded, tmp_path):
         assert len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_export_expand_provenance_refuses_a_patient_with_two_derivations(loaded, tmp_path):
+    """The joins go through the patient's one derivation: a second (another writer, derived data loaded
+    as a dataset) would give each finding both, so the export stops with a one-line error naming the
+    patient, and writes nothing."""
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(loaded, db)
+    derivations = [t for t in derived_triples(db)
+                   if t.predicate.value == "https://w3id.org/b12kg/ontology#forPatient"
+                   and "derivation-" in t.subject.value]
+    patient = derivations[0].object
+    second = ox.NamedNode("https://w3id.org/b12kg/derived/derivation-elsewhere")
+    extra = tmp_path / "elsewhere.ttl"
+    extra.write_text(f"<{second.value}> a <https://w3id.org/b12kg/ontology#Derivation> ; "
+                     f"<https://w3id.org/b12kg/ontology#forPatient> <{patient.value}> .\n")
+    assert cli("load", str(extra), "--store", str(db)).returncode == 0
+    out = tmp_path / "expanded.nt"
+    refused = cli("export", "--store", str(db), "--graph", "derived", "-f", "nt", "--expand-provenance",
+                  "-o", str(out))
+    assert refused.returncode == ExitCode.INPUT, refused.stderr
+    assert refused.stderr.count("\n") == 1 and f"patient {patient.value} has more than one derivation" in refused.stderr
+    assert not out.exists()
+    assert cli("export", "--store", str(db), "--graph", "derived", "-f", "nt").returncode == 0  # without: fine
+
+
 def test_an_export_that_fails_part_way_leaves_the_file_as_it_was(tmp_path):
     """``export -o FILE`` writes beside FILE and renames once complete: an answer cut off by the
     store part-way is a one-line error (exit 3), FILE keeps its earlier content, nothing is left beside it."""

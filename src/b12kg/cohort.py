@@ -732,7 +732,14 @@ def export(store: Store, *, graph: str | None, fmt: str, output: BinaryIO | None
 def expanded_provenance(store: Store, kb: KnowledgeBase) -> Iterator[ox.Triple]:
     """The triples ``queries/research/expand/*.rq`` add to the store's lean derived graph (each finding's
     activity, guideline element, evidence and patient facts), query by query; a query's ``#+ table:``
-    is read from the store. The derived graph keeps one derivation per patient, so the joins hold."""
+    is read from the store. The joins need one derivation per patient, as derive writes them: a store
+    with two for a patient (``cohort/derivation-conflicts``) raises InputError before anything is read."""
+    _, conflicts = store.select_stream(kb.query("cohort/derivation-conflicts"))
+    first = next(conflicts, None)  # (none, on a store derive wrote: the query reads to its end)
+    if first is not None:
+        raise InputError(f"--expand-provenance: patient {first['patient'].value} has more than one derivation "
+                         f"({first['derivation'].value}, {first['other'].value}); its findings could not be told "
+                         "apart: derive the store again")
     for _, text in kb.queries("research/expand"):
         yield from store.construct_stream(bind(text, None, store_table(store, kb, text)))
 
