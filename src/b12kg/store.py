@@ -944,20 +944,12 @@ class RemoteStore(Store):
         graphs = [graph] if graph is not None else sorted(
             r["g"].value for r in self.select("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }")
             if isinstance(r.get("g"), ox.NamedNode))
-        def statements():
+        def statements():  # (an error writing ``output`` is raised in serialize, not here)
             for name in graphs:
                 node = ox.NamedNode(name)
                 text = bind("CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": node})
-                with self._answer(text, "application/n-triples") as answer:
-                    if (answer.headers.get("X-B12KG-Truncated") or "").lower() == "true":
-                        raise StoreError(f"{self.endpoint}: the endpoint cut graph {name} at its row limit "
-                                         "(X-B12KG-Truncated): export from the store itself, or serve it with a "
-                                         "larger --limit")
-                    try:  # (an error writing ``output`` is raised in serialize, not here)
-                        for t in ox.parse(answer, format=ox.RdfFormat.N_TRIPLES):
-                            yield t if graph is not None else ox.Quad(t.subject, t.predicate, t.object, node)
-                    except (OSError, SyntaxError, http.client.HTTPException) as exc:
-                        raise StoreError(f"{self.endpoint}: reading graph {name} failed: {_first_line(exc)}") from None
+                for t in self._ntriples(text, f"graph {name}", "export from the store itself"):
+                    yield t if graph is not None else ox.Quad(t.subject, t.predicate, t.object, node)
 
         with closing(statements()) as stream:
             ox.serialize(stream, output, format=fmt)
@@ -1014,14 +1006,20 @@ class RemoteStore(Store):
         """A CONSTRUCT query's triples parsed from the server's N-Triples as they arrive: nothing holds
         the whole answer (``export --expand-provenance`` of a whole cohort). The request is sent when
         the first triple is asked for; closing the iterator closes the connection."""
-        with self._answer(bind(text, bindings), "application/n-triples") as answer:
+        return self._ntriples(bind(text, bindings), "the answer", "query the store itself")
+
+    def _ntriples(self, text: str, what: str, instead: str) -> Iterator[ox.Triple]:
+        """The triples of a CONSTRUCT, read from the server's N-Triples as they arrive; an answer the
+        endpoint cut at its row limit, or one that breaks off, is a StoreError naming ``what`` was read
+        (and, for a cut, ``instead``: what to do)."""
+        with self._answer(text, "application/n-triples") as answer:
             if (answer.headers.get("X-B12KG-Truncated") or "").lower() == "true":
-                raise StoreError(f"{self.endpoint}: the endpoint cut the answer at its row limit "
-                                 "(X-B12KG-Truncated): query the store itself, or serve it with a larger --limit")
+                raise StoreError(f"{self.endpoint}: the endpoint cut {what} at its row limit "
+                                 f"(X-B12KG-Truncated): {instead}, or serve it with a larger --limit")
             try:
                 yield from ox.parse(answer, format=ox.RdfFormat.N_TRIPLES)
             except (OSError, SyntaxError, http.client.HTTPException) as exc:
-                raise StoreError(f"{self.endpoint}: reading the answer failed: {_first_line(exc)}") from None
+                raise StoreError(f"{self.endpoint}: reading {what} failed: {_first_line(exc)}") from None
 
     def update(self, text):
         from SPARQLWrapper import POST
