@@ -25,9 +25,11 @@ from rdflib.compare import isomorphic
 from b12kg import cohort
 from b12kg._version import ENGINE_VERSION
 from b12kg.derive import recommend
+from b12kg.engine import Workspace
 from b12kg.errors import InputError
 from b12kg.kb import KnowledgeBase
-from b12kg.sparql import bind, table_name
+from b12kg.errors import KnowledgeBaseError
+from b12kg.sparql import bind, table_columns, table_name
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
 from conftest import EXAMPLES, REPO, SEED_AS_OF
 from servers import open_backend
@@ -543,3 +545,24 @@ def test_derive_query_gives_the_engines_answer_on_the_store(backend, embedded_de
            for t in backend.construct(text, {"asOf": SEED_AS_OF, "engineVersion": ENGINE_VERSION})}
     assert got, f"{name} constructed nothing"
     assert got <= embedded_derived
+
+
+def test_table_columns_keep_the_named_columns_once_each():
+    """A ``#+ table-columns:`` header binds only the columns it names, each distinct row once; without it
+    the table is bound whole; a column the table lacks is a knowledge-base error naming the header."""
+    a, b, c, d = (ox.NamedNode(f"urn:x:{n}") for n in "abcd")
+    table = (["source", "property", "filler"], [(a, b, c), (d, b, c), (a, b, d)])
+    header = "#+ table: tables/x (?source ?property ?filler)\n#+ table-columns: ?filler ?property (prose)\nSELECT"
+    assert table_columns(header, table) == (["filler", "property"], [(c, b), (d, b)])
+    assert table_columns("#+ table: tables/x\nSELECT", table) == table
+    with pytest.raises(KnowledgeBaseError, match=r"table-columns: '\?nothing'"):
+        table_columns("#+ table-columns: ?nothing\nSELECT", table)
+
+
+def test_the_fact_types_export_binds_each_property_and_filler_once():
+    """cohort/fact-types-export joins on ?property ?filler only: its table is the distinct pairs, fewer rows
+    than the supporting paths it comes from (one per source and class)."""
+    ws = Workspace(KB)
+    columns, rows = ws.table(KB.query("cohort/fact-types-export"))
+    _, full = ws.table(KB.query("research/expand/03-supporting-facts"))
+    assert columns == ["property", "filler"] and len(rows) == len(set(rows)) < len(full)

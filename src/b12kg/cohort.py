@@ -35,7 +35,7 @@ from b12kg.inputs import check_evaluation_date, read_input, utf8
 from b12kg.kb import KnowledgeBase
 from b12kg.patient import FORMATS, PatientData, load_patient
 from b12kg.reason import Reasoner
-from b12kg.sparql import Table, bind, table_name
+from b12kg.sparql import Table, bind, table_columns, table_name
 from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
                          RemoteStore, Store, chunks, dataset_graph)
@@ -751,7 +751,7 @@ def store_table(store: Store, kb: KnowledgeBase, text: str) -> Table | None:
     if name is None:
         return None
     columns, rows = store.select_with_columns(kb.query(name))
-    return columns, [tuple(row.get(c) for c in columns) for row in rows]
+    return table_columns(text, (columns, [tuple(row.get(c) for c in columns) for row in rows]))
 
 
 def graph_alias(name: str | None) -> str | None:

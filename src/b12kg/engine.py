@@ -13,7 +13,7 @@ import pyoxigraph as ox
 
 from b12kg import namespaces as ns
 from b12kg.kb import KnowledgeBase
-from b12kg.sparql import Table, Term, bind, table_name
+from b12kg.sparql import Table, Term, bind, table_columns, table_name
 
 
 class Workspace:
@@ -77,13 +77,14 @@ class Workspace:
         self.construct_text_into(graph, text, bindings, settle=settle, table=self.table(text))
 
     def table(self, text: str) -> Table | None:
-        """The VALUES table a query's ``#+ table: NAME`` header asks for: NAME's projected variables and rows."""
+        """The VALUES table a query's ``#+ table: NAME`` header asks for: NAME's projected variables and rows
+        (only the columns a ``#+ table-columns:`` header names, see :func:`~b12kg.sparql.table_columns`)."""
         name = table_name(text)
         if name is None:
             return None
         solutions = self.store.query(self.kb.query(name), use_default_graph_as_union=True)
         names = [v.value for v in solutions.variables]
-        return names, [tuple(s[n] for n in names) for s in solutions]
+        return table_columns(text, (names, [tuple(s[n] for n in names) for s in solutions]))
 
     def construct_text_into(self, graph: str, text: str, bindings: Mapping[str, object] | None = None,
                             *, settle: bool = True, table: Table | None = None) -> None:

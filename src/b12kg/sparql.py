@@ -13,6 +13,7 @@ pyoxigraph's ``substitutions`` was not used because it returned no rows for CONS
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from datetime import date
@@ -25,6 +26,7 @@ from b12kg.sparql_text import decode_escapes, where_groups
 XSD = "http://www.w3.org/2001/XMLSchema#"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TABLE = re.compile(r"^#\+\s*table:\s*(\S+)", re.MULTILINE)
+_COLUMNS = re.compile(r"^#\+\s*table-columns:(.*)$", re.MULTILINE)
 
 Term = ox.NamedNode | ox.BlankNode | ox.Literal
 Table = tuple[list[str], list[tuple]]
@@ -79,6 +81,22 @@ def table_name(text: str) -> str | None:
     """The query whose rows a query takes as a VALUES table (its ``#+ table: NAME`` header line)."""
     match = _TABLE.search(text)
     return match.group(1) if match else None
+
+
+def table_columns(text: str, table: Table) -> Table:
+    """``table`` as the query ``text`` takes it: when a ``#+ table-columns: ?a ?b`` header names some of its
+    columns, only those, each row once (in the order first seen). A query that joins on fewer columns
+    than its table has would otherwise repeat its work once per row that differs only in the others."""
+    match = _COLUMNS.search(text)
+    if match is None:
+        return table
+    names, rows = table
+    wanted = list(itertools.takewhile(lambda word: word.startswith("?"), match.group(1).split()))  # then prose
+    if not wanted or any(w[1:] not in names for w in wanted):
+        raise KnowledgeBaseError(f"#+ table-columns: {match.group(1).strip()!r} must name columns of the table "
+                                 f"({' '.join('?' + n for n in names)})")
+    index = [names.index(w[1:]) for w in wanted]
+    return [w[1:] for w in wanted], list(dict.fromkeys(tuple(row[i] for i in index) for row in rows))
 
 
 def _table_block(names: list[str], rows: list[tuple]) -> str:
