@@ -26,9 +26,8 @@ from b12kg import cohort
 from b12kg._version import ENGINE_VERSION
 from b12kg.derive import recommend
 from b12kg.engine import Workspace
-from b12kg.errors import InputError
+from b12kg.errors import InputError, KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
-from b12kg.errors import KnowledgeBaseError
 from b12kg.sparql import bind, table_columns, table_name
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
 from conftest import EXAMPLES, REPO, SEED_AS_OF

@@ -57,8 +57,10 @@ def shacl_report(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGIN
         raise KnowledgeBaseError(f"{shapes_path}: patient shapes not found")
     shapes = _shapes_graph(shapes_path, shapes_path.stat().st_mtime)
     if engine == "turbo":
-        data = ox.Store()  # through Oxigraph's writer and parser (which keeps blank node labels): a third faster
-        nt = ox.serialize(patient.shacl_triples(), format=ox.RdfFormat.N_TRIPLES)  # than a Quad per triple here
+        # The store is filled through Oxigraph's writer and parser (the parser keeps blank node labels):
+        # a third faster than making a Quad per triple in Python.
+        nt = ox.serialize(patient.shacl_triples(), format=ox.RdfFormat.N_TRIPLES)
+        data = ox.Store()
         data.extend(ox.parse(nt, format=ox.RdfFormat.N_TRIPLES))
         conforms, report, _ = pyshacl_turbo.validate(data, shacl_graph=shapes, inference="none", advanced=False)
     elif engine == "pyshacl":
