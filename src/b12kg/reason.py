@@ -463,25 +463,28 @@ class _Facts:
 
     # -------------------------------------------------------------- reading
     def _pairs(self, prop: ox.NamedNode) -> list[tuple]:
-        return [(q.subject, q.object) for q in self.ws.store.quads_for_pattern(None, prop, None, None)] + self.added[prop]
+        stored = self.ws.store.quads_for_pattern(None, prop, None, None)
+        return [(q.subject, q.object) for q in stored] + self.added[prop]
 
     def out(self, prop: ox.NamedNode) -> dict[object, set]:
         """Subject -> objects of ``prop``."""
-        if prop not in self.forward:
-            index: dict[object, set] = defaultdict(set)
-            for s, o in self._pairs(prop):
-                index[s].add(o)
-            self.forward[prop] = index
-        return self.forward[prop]
+        return self._index(self.forward, prop, reverse=False)
 
     def back(self, prop: ox.NamedNode) -> dict[object, set]:
         """Object -> subjects of ``prop``."""
-        if prop not in self.backward:
+        return self._index(self.backward, prop, reverse=True)
+
+    def _index(self, cache: dict[ox.NamedNode, dict[object, set]], prop: ox.NamedNode, *,
+               reverse: bool) -> dict[object, set]:
+        if prop not in cache:
             index: dict[object, set] = defaultdict(set)
             for s, o in self._pairs(prop):
-                index[o].add(s)
-            self.backward[prop] = index
-        return self.backward[prop]
+                if reverse:
+                    index[o].add(s)
+                else:
+                    index[s].add(o)
+            cache[prop] = index
+        return cache[prop]
 
     def subjects(self, prop: ox.NamedNode) -> set:
         if prop in self.forward:
