@@ -366,12 +366,12 @@ def property_rules(ws: Workspace) -> list[Rule]:
     for prop in tbox.subjects(RDFS + "domain"):
         for domain in tbox.objects(prop, RDFS + "domain"):
             out.append(Rule(f"CONSTRUCT {{ ?s a {domain} }} WHERE {{ ?s {prop} ?o }}", {domain.value}, {prop.value},
-                            plan=("domain", prop, domain)))
+                            plan=("domain", prop, domain) if isinstance(domain, ox.NamedNode) else None))
     for prop in tbox.subjects(RDFS + "range"):
         if prop in object_properties:
             for rng in tbox.objects(prop, RDFS + "range"):
                 out.append(Rule(f"CONSTRUCT {{ ?o a {rng} }} WHERE {{ ?s {prop} ?o }}", {rng.value}, {prop.value},
-                                plan=("range", prop, rng)))
+                                plan=("range", prop, rng) if isinstance(rng, ox.NamedNode) else None))
     return out
 
 
