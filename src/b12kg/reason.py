@@ -26,7 +26,6 @@ Both write ``rdf:type`` triples for the patient-side individuals into the ``infe
 from __future__ import annotations
 
 import io
-import re
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable
@@ -38,6 +37,7 @@ import pyoxigraph as ox
 
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError, ReasonerError
+from b12kg.inputs import NUMERIC_TYPES, outside_lexical_space
 
 OWL = "http://www.w3.org/2002/07/owl#"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -379,7 +379,8 @@ def classify_rules(ws: Workspace) -> int:
     """Run the rules until nothing new is inferred; returns the number of rounds. When the rules have
     no cycle (:class:`RuleSet`) the first round is the fixpoint and no second round is run to see it.
     Every compiled rule also has a plan, which :class:`_Facts` evaluates in memory with the same
-    result as the rule's SPARQL text (a test compares the two on the examples and a synthetic cohort);
+    result as the rule's SPARQL text (tests compare the two on the examples, a synthetic cohort and the
+    scenario space);
     a rule set with a rule lacking a plan runs as SPARQL (:func:`classify_rules_sparql`)."""
     rules = rule_set(ws)
     if any(rule.plan is None for rule in rules.rules):
@@ -411,12 +412,7 @@ def classify_rules_sparql(ws: Workspace) -> int:
     raise KnowledgeBaseError(f"reasoning rules did not reach a fixpoint in {MAX_ROUNDS} rounds")
 
 
-_EXACT = {XSD + name for name in ("decimal", "integer", "nonPositiveInteger", "negativeInteger", "long", "int",
-                                  "short", "byte", "nonNegativeInteger", "unsignedLong", "unsignedInt",
-                                  "unsignedShort", "unsignedByte", "positiveInteger")}
-_FLOATING = {XSD + "double", XSD + "float"}
-_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
-_DOUBLE = re.compile(r"[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|INF)|NaN")
+_FLOATING = (XSD + "double", XSD + "float")
 
 
 def _number(term: object) -> Decimal | float | None:
@@ -425,11 +421,9 @@ def _number(term: object) -> Decimal | float | None:
     if not isinstance(term, ox.Literal):
         return None
     datatype, text = term.datatype.value, term.value
-    if datatype in _EXACT and _DECIMAL.fullmatch(text) and ("." not in text or datatype == XSD + "decimal"):
-        return Decimal(text)
-    if datatype in _FLOATING and _DOUBLE.fullmatch(text):
-        return float(text.replace("INF", "inf"))
-    return None
+    if datatype not in NUMERIC_TYPES or outside_lexical_space(text, datatype):
+        return None
+    return float(text.replace("INF", "inf")) if datatype in _FLOATING else Decimal(text)
 
 
 def _compare(value: Decimal | float, op: str, bound: Decimal | float) -> bool:
@@ -486,17 +480,13 @@ class _Facts:
             cache[prop] = index
         return cache[prop]
 
-    def subjects(self, prop: ox.NamedNode) -> set:
-        if prop in self.forward:
-            return set(self.forward[prop])
-        return {q.subject for q in self.ws.store.quads_for_pattern(None, prop, None, None)} | {
-            s for s, _ in self.added[prop]}
-
-    def objects(self, prop: ox.NamedNode) -> set:
-        if prop in self.backward:
-            return set(self.backward[prop])
-        return {q.object for q in self.ws.store.quads_for_pattern(None, prop, None, None)} | {
-            o for _, o in self.added[prop]}
+    def ends(self, prop: ox.NamedNode, *, objects: bool) -> set:
+        """The subjects (or objects) of ``prop``, without building an index when none is built yet."""
+        index = self.backward if objects else self.forward
+        if prop in index:
+            return set(index[prop])
+        stored = self.ws.store.quads_for_pattern(None, prop, None, None)
+        return {q.object if objects else q.subject for q in stored} | {pair[objects] for pair in self.added[prop]}
 
     def number(self, term: object) -> Decimal | float | None:
         if term not in self.numbers:
@@ -568,10 +558,10 @@ class _Facts:
                 pairs = [(s, z) for s, y in pairs for z in following.get(y, ())]
             self.add_edges(prop, pairs)
         elif kind == "domain":
-            self.add_type(self.subjects(plan[1]), [plan[2].value])
+            self.add_type(self.ends(plan[1], objects=False), [plan[2].value])
         elif kind == "range":
-            self.add_type({o for o in self.objects(plan[1]) if isinstance(o, (ox.NamedNode, ox.BlankNode))},
-                          [plan[2].value])
+            nodes = {o for o in self.ends(plan[1], objects=True) if isinstance(o, (ox.NamedNode, ox.BlankNode))}
+            self.add_type(nodes, [plan[2].value])
         else:
             raise KnowledgeBaseError(f"unknown rule plan {kind!r}")
 
@@ -589,7 +579,7 @@ class _Facts:
             else:
                 fillers = self.conjunction(atoms, atom[3])
                 if fillers is None:
-                    part = self.subjects(atom[2])
+                    part = self.ends(atom[2], objects=False)
                 else:
                     back = self.back(atom[2])
                     part = set().union(*(back.get(y, ()) for y in fillers)) if fillers else set()
