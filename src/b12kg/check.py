@@ -498,7 +498,7 @@ def _hermit(ctx: Context) -> list[Finding]:
 
     import owlready2
 
-    from b12kg.reason import _java_message, _reasoner_input
+    from b12kg.reason import _java_message, _reasoner_input, run_hermit
 
     if shutil.which(owlready2.JAVA_EXE) is None and shutil.which("java") is None:
         raise ReasonerError("HermiT needs Java: install a JRE (Debian: apt-get install default-jre-headless)")
@@ -511,7 +511,7 @@ def _hermit(ctx: Context) -> list[Finding]:
         onto = world.get_ontology("urn:b12kg:check")
         onto.load(fileobj=io.BytesIO(data), format="ntriples")
         try:
-            owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
+            run_hermit(world)
         except owlready2.OwlReadyInconsistentOntologyError:
             return [_inconsistency(ctx, data)]
         except owlready2.OwlReadyJavaError as exc:  # HermiT rejects the input: a knowledge-base problem
@@ -539,11 +539,13 @@ _DECLARATIONS = {OWL + k for k in ("Class", "ObjectProperty", "DatatypeProperty"
 def _consistent_hermit(triples: list[ox.Triple]) -> bool:
     import owlready2
 
+    from b12kg.reason import run_hermit
+
     world = owlready2.World()
     try:
         onto = world.get_ontology("urn:b12kg:justify")
         onto.load(fileobj=io.BytesIO(ox.serialize(triples, format=ox.RdfFormat.N_TRIPLES)), format="ntriples")
-        owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
+        run_hermit(world)
         return True
     except owlready2.OwlReadyInconsistentOntologyError:
         return False

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import tempfile
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -679,6 +681,42 @@ def classify_hermit(ws: Workspace) -> None:
     raise KnowledgeBaseError(f"closed-world classes did not settle in {MAX_ROUNDS} rounds")
 
 
+class _TempFilesIn:
+    """Stands for the ``tempfile`` module inside owlready2's reasoning module: its temp files go into
+    ``folder``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def NamedTemporaryFile(self, *args, **kwargs):  # noqa: N802 (the name owlready2 calls)
+        kwargs["dir"] = self.folder
+        return tempfile.NamedTemporaryFile(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(tempfile, name)
+
+
+_HERMIT = threading.Lock()  # one HermiT run at a time in a process: owlready2's module is patched during it
+
+
+def run_hermit(world) -> None:
+    """``owlready2.sync_reasoner_hermit`` on ``world``, leaving nothing in the temp folder. owlready2
+    writes HermiT's input (the ontology, and a patient's data) to a temp file and deletes it only when
+    HermiT succeeds: each inconsistent or rejected input would leave a copy behind. Its temp files go
+    into a folder of their own here, removed after the run whatever HermiT answered. Raises what
+    ``sync_reasoner_hermit`` raises."""
+    import owlready2
+    import owlready2.reasoning
+
+    with _HERMIT, tempfile.TemporaryDirectory(prefix="b12kg-hermit-") as folder:
+        module = owlready2.reasoning.tempfile
+        owlready2.reasoning.tempfile = _TempFilesIn(folder)
+        try:
+            owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
+        finally:
+            owlready2.reasoning.tempfile = module
+
+
 def _hermit_pass(ws: Workspace, graphs: tuple[str, ...]) -> None:
     import owlready2
 
@@ -688,28 +726,30 @@ def _hermit_pass(ws: Workspace, graphs: tuple[str, ...]) -> None:
         onto.load(fileobj=io.BytesIO(_reasoner_input(ws, graphs)), format="ntriples")
         # The ontology's date ranges are xsd:dateTime (in the OWL 2 datatype map); patient dates
         # (xsd:date, outside it) are stripped above: date logic runs in SPARQL before reasoning.
-        owlready2.sync_reasoner_hermit(world, infer_property_values=False, debug=0)
-    except owlready2.OwlReadyInconsistentOntologyError:
-        raise ReasonerError("HermiT: the ontology with this patient data is inconsistent") from None
-    except owlready2.OwlReadyJavaError as exc:
-        raise ReasonerError(f"HermiT failed: {_java_message(exc)}") from None
-    subjects = {
-        t.subject.value
-        for name in ("patients", "normalised")
-        for t in ws.triples(name)
-        if isinstance(t.subject, ox.NamedNode)
-    }
-    inferred = []
-    rdf_type = ox.NamedNode(RDF + "type")
-    for iri in sorted(subjects):
-        entity = world[iri]
-        if entity is None or not isinstance(entity, owlready2.Thing):
-            continue
-        for cls in entity.INDIRECT_is_a:
-            cls_iri = getattr(cls, "iri", None)
-            if isinstance(cls, owlready2.ThingClass) and cls_iri and not cls_iri.startswith(OWL):
-                inferred.append(ox.Triple(ox.NamedNode(iri), rdf_type, ox.NamedNode(cls_iri)))
-    world.close()
+        try:
+            run_hermit(world)
+        except owlready2.OwlReadyInconsistentOntologyError:
+            raise ReasonerError("HermiT: the ontology with this patient data is inconsistent") from None
+        except owlready2.OwlReadyJavaError as exc:
+            raise ReasonerError(f"HermiT failed: {_java_message(exc)}") from None
+        subjects = {
+            t.subject.value
+            for name in ("patients", "normalised")
+            for t in ws.triples(name)
+            if isinstance(t.subject, ox.NamedNode)
+        }
+        inferred = []
+        rdf_type = ox.NamedNode(RDF + "type")
+        for iri in sorted(subjects):
+            entity = world[iri]
+            if entity is None or not isinstance(entity, owlready2.Thing):
+                continue
+            for cls in entity.INDIRECT_is_a:
+                cls_iri = getattr(cls, "iri", None)
+                if isinstance(cls, owlready2.ThingClass) and cls_iri and not cls_iri.startswith(OWL):
+                    inferred.append(ox.Triple(ox.NamedNode(iri), rdf_type, ox.NamedNode(cls_iri)))
+    finally:
+        world.close()
     ws.add_triples("inferred", inferred)
 
 
