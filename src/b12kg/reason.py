@@ -164,7 +164,8 @@ class _Compiler:
             if filler is not None:
                 y = self.var()
                 return [[("edge", x, prop, y), *alt] for alt in self.alternatives(filler, y)]
-        raise KnowledgeBaseError(f"the rules engine cannot evaluate the class expression {expr} (use --reasoner hermit)")
+        raise KnowledgeBaseError(
+            f"the rules engine cannot evaluate the class expression {expr} (use --reasoner hermit)")
 
     def pattern(self, expr: object, x: str) -> tuple[str, list[list[tuple]]]:
         """A SPARQL group pattern (one conjunction, or a top-level UNION of complete conjunctions), and
