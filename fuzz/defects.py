@@ -53,6 +53,14 @@ def _seed_fhir(value_json: str | None = None, status: str | None = None) -> byte
     return text.encode()
 
 
+# triples about terms of the knowledge base: a second value for one of the guideline's B12 thresholds,
+# and a product typed as another form of B12 (both once changed what b12kg printed as the guideline's)
+_RESTATED_THRESHOLD = (b"<https://w3id.org/b12kg/guideline#threshold-b12-stroke-risk> "
+                       b"<https://w3id.org/b12kg/ontology#thresholdValue> 250.0 .\n")
+_RETYPED_PRODUCT = (b"<https://w3id.org/b12kg/ontology#cyanocobalamin> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> "
+                    b"<https://w3id.org/b12kg/ontology#Hydroxocobalamin> .\n")
+
+
 def _deep_jsonld(depth: int) -> bytes:
     return (b'{"@id": "http://example.org/x", "http://example.org/p": ' * depth + b"1" + b"}" * depth)
 
@@ -80,6 +88,8 @@ FILES = {
     "value-1e308.ttl": lambda: _seed_ttl('"1e308"^^xsd:double'),
     "value-decimal-exponent.ttl": lambda: _seed_ttl('"-5e999999999"^^xsd:decimal'),
     "date-9999.ttl": lambda: _seed_ttl(b12_date="9999-12-30"),
+    "restated-threshold.ttl": lambda: _seed_ttl() + _RESTATED_THRESHOLD,
+    "retyped-product.nt": lambda: _RETYPED_PRODUCT,
     "deep-4000.jsonld": lambda: _deep_jsonld(4_000),
     "deep-50000.jsonld": lambda: _deep_jsonld(50_000),
     "literal-17mib.ttl": lambda: _long_literal(17 * MIB),
@@ -143,6 +153,17 @@ CASES = [
     Case("stored integer 2e20 (derive without shapes)", ("derive", "--store", "{store}", "--no-shacl", "--as-of", AS_OF),
          4, r"value 200000000000000000000: is 10\^15 or more in magnitude", needs_store=True,
          tags=("load-2e20",)),
+    # patient data about the knowledge base's own terms
+    Case("a guideline threshold restated (recommend)", ("recommend", "{dir}/restated-threshold.ttl", "--as-of", AS_OF), 4,
+         r"restated-threshold\.ttl: <https://w3id\.org/b12kg/guideline#threshold-b12-stroke-risk>: thresholdValue: "
+         r"patient data may not describe a term of the knowledge base"),
+    Case("a guideline threshold restated (load)", ("load", "--store", "{store}", "{dir}/restated-threshold.ttl",
+                                                   "--dataset", "seed"), 4,
+         r"restated-threshold\.ttl: <https://w3id\.org/b12kg/guideline#threshold-b12-stroke-risk>: thresholdValue",
+         needs_store=True, after=_KEPT),
+    Case("a product retyped (load, bulk)", ("load", "--store", "{store}", "{dir}/retyped-product.nt", "--dataset", "seed"),
+         4, r"retyped-product\.nt: <https://w3id\.org/b12kg/ontology#cyanocobalamin>: type: patient data may not",
+         needs_store=True, after=_KEPT),
     # nesting, sizes
     Case("json-ld nested 4,000 deep", ("recommend", "{dir}/deep-4000.jsonld", "--as-of", AS_OF), 3,
          r"deep-4000\.jsonld: JSON nested deeper than 100 levels"),

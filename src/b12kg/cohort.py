@@ -39,7 +39,7 @@ from b12kg.sparql import Table, bind, table_columns, table_name
 from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
                          RemoteStore, Store, chunks, dataset_graph)
-from b12kg.validate import validate_shapes, validate_values
+from b12kg.validate import KNOWLEDGE_BASE_TERM, validate_shapes, validate_values
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -83,6 +83,8 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     if isinstance(store, EmbeddedStore):
         parsed: dict[Path, list[ox.Triple]] = {}
 
+        described = KnowledgeBase().described_terms()
+
         def fill(generation: GenerationWriter) -> None:
             first = not loaded
             for graph, path in zip(graphs, files):
@@ -94,13 +96,18 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                     if path not in parsed:
                         parsed[path] = load_patient(path).triples
                     loaded[graph] = generation.replace(graph, parsed[path])
+                target = ox.NamedNode(graph)
+                _refuse_knowledge_base_terms(path, (q.triple for term in described for q in
+                                                    generation.store.quads_for_pattern(term, None, None, target)))
                 if progress and first:
                     progress(1)
 
         replace_datasets(store, graphs, fill, changed=changed)
         return loaded
+    described = KnowledgeBase().described_terms()
     for path in files:  # a remote store has no transaction across requests: read every file first, so
-        load_patient(path)  # a syntax error in any of them changes nothing (each is read again to load it)
+        # a syntax error in any of them changes nothing (each is read again to load it)
+        _refuse_knowledge_base_terms(path, (t for t in load_patient(path).triples if t.subject in described))
     kb = KnowledgeBase()
     own = ownership(kb) if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
@@ -113,6 +120,17 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
         if progress:
             progress(1)
     return loaded
+
+
+def _refuse_knowledge_base_terms(path: Path, statements: Iterable[ox.Triple]) -> None:
+    """Refuse a dataset file with triples about a term of the knowledge base (``statements``: those
+    triples): derive would not read them, but research queries over the store would, beside the
+    knowledge base's own (a second threshold value, a product typed as another form)."""
+    found = sorted({(t.subject.value, t.predicate.value) for t in statements})
+    if found:
+        subject, predicate = found[0]
+        more = f" (and {len(found) - 1} more such triple(s))" if len(found) > 1 else ""
+        raise InvalidPatientData(f"{path}: <{subject}>: {predicate.rsplit('#', 1)[-1]}: {KNOWLEDGE_BASE_TERM}{more}")
 
 
 def replace_datasets(store: EmbeddedStore, graphs: list[str], fill: Callable[[GenerationWriter], None], *,

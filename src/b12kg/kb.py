@@ -106,6 +106,12 @@ class KnowledgeBase:
         paths = sorted((self.queries_dir / folder).glob("*.rq"))
         return [(f"{folder}/{p.stem}", _read_text(p)) for p in paths]
 
+    def described_terms(self) -> set[ox.NamedNode]:
+        """The IRIs the ontology modules describe (the subjects of their triples): the terms patient
+        data may not describe (``queries/validate/knowledge-base-terms.rq`` says the same of a workspace)."""
+        return {t.subject for path in self.ontology_files.values() for t in _parse_turtle(path)
+                if isinstance(t.subject, ox.NamedNode)}
+
     def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
         """Every ontology module parsed (cached per file), placed in ``graph``."""
         quads: list[ox.Quad] = []

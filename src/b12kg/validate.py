@@ -22,6 +22,9 @@ from b12kg.namespaces import B12
 from b12kg.patient import PatientData
 
 PATIENT_SHAPES = "patient-shapes.ttl"
+# what is wrong with patient data that describes a term of the knowledge base (validate_values, load)
+KNOWLEDGE_BASE_TERM = ("patient data may not describe a term of the knowledge base "
+                       "(its classes, products, thresholds and statements)")
 _LINKS = ("hasCondition", "hasLabResult", "hasAdministration", "hasNeurologicalAssessment", "hasTreatmentPreference")
 
 
@@ -110,7 +113,8 @@ def _key(term) -> tuple[str, str] | None:
 
 
 def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
-    """Unit and date checks that need the knowledge base; one message per problem."""
+    """Unit and date checks that need the knowledge base, and patient data that would describe the
+    knowledge base's own terms; one message per problem."""
     problems = []
     limits = {"maxMagnitude": ox.Literal(str(inputs.MAX_MAGNITUDE), datatype=ox.NamedNode(inputs._XSD + "decimal")),
               "earliest": inputs.EARLIEST_DATE, "latest": inputs.LATEST_DATE}
@@ -126,6 +130,12 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
             f"{patient.path}: patient <{row['patient'].value}>, result <{row['entity'].value}>: "
             f"unknown unit {row['unit'].value!r} for {row['analyteLabel'].value} value {row['value'].value} "
             f"(known: {row['knownUnits'].value})"
+        )
+    for row in ws.select("validate/knowledge-base-terms", {"data": ws.graph["patients"], "ontology": ws.graph["ontology"]}):
+        field = row["property"].value.rsplit("#", 1)[-1]
+        owner = f"patient <{row['patient'].value}>, " if "patient" in row else ""
+        problems.append(
+            f"{patient.path}: {owner}<{row['subject'].value}>: {field}: {KNOWLEDGE_BASE_TERM}"
         )
     for row in ws.select("validate/future-date", {"asOf": as_of}):
         field = row["property"].value.rsplit("#", 1)[-1]
