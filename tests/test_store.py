@@ -146,6 +146,24 @@ def test_a_future_birth_date_is_one_patients_problem(tmp_path):
     assert patients == {"https://example.org/b12kg/ckd-diagnosis#patient"}
 
 
+def test_a_batch_patient_describing_a_knowledge_base_term_is_one_patients_problem(kb):
+    """Data that `load` refuses (a store written by another program): derive's batch validation leaves
+    out the patients the triple hangs from (here the two given cyanocobalamin), names them, and
+    evaluates the others."""
+    retyped = ("\n<https://w3id.org/b12kg/ontology#cyanocobalamin> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> "
+               "<https://w3id.org/b12kg/ontology#Hydroxocobalamin> .\n")
+    data = b"".join(ox.serialize(ox.parse(path=EXAMPLES / name), format=ox.RdfFormat.N_TRIPLES)
+                    for name in ("seed-case.ttl", "ckd-diagnosis.ttl", "no-prior-injection.ttl")) + retyped.encode()
+    seed, ckd = "https://example.org/b12kg/seed-case#patient", "https://example.org/b12kg/ckd-diagnosis#patient"
+    other = "https://example.org/b12kg/no-prior-injection#patient"
+    evaluated = cohort._evaluate(cohort._Batch(root=str(kb.root), as_of=SEED_AS_OF, reasoner="rules", shacl=True,
+                                               label="batch 1", patients=[ckd, other, seed], data=data))
+    assert evaluated.problems == [
+        f"batch 1: patient <{patient}>, <https://w3id.org/b12kg/ontology#cyanocobalamin>: type: patient data may not "
+        "describe a term of the knowledge base (its classes, products, thresholds and statements)" for patient in (ckd, seed)]
+    assert set(evaluated.record) == {other}
+
+
 def test_a_worker_that_dies_is_one_clear_error_and_changes_nothing(loaded, tmp_path):
     """A script without the main guard, read from stdin: the spawned workers cannot start. derive
     says what happened and what to do, and the store keeps its derived graph."""

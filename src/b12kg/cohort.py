@@ -104,7 +104,7 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
 
         replace_datasets(store, graphs, fill, changed=changed)
         return loaded
-    described = KnowledgeBase().described_terms()
+    described = set(KnowledgeBase().described_terms())
     for path in files:  # a remote store has no transaction across requests: read every file first, so
         # a syntax error in any of them changes nothing (each is read again to load it)
         _refuse_knowledge_base_terms(path, (t for t in load_patient(path).triples if t.subject in described))

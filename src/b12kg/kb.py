@@ -106,11 +106,15 @@ class KnowledgeBase:
         paths = sorted((self.queries_dir / folder).glob("*.rq"))
         return [(f"{folder}/{p.stem}", _read_text(p)) for p in paths]
 
-    def described_terms(self) -> set[ox.NamedNode]:
-        """The IRIs the ontology modules describe (the subjects of their triples): the terms patient
-        data may not describe (``queries/validate/knowledge-base-terms.rq`` says the same of a workspace)."""
-        return {t.subject for path in self.ontology_files.values() for t in _parse_turtle(path)
-                if isinstance(t.subject, ox.NamedNode)}
+    def described_terms(self) -> list[ox.NamedNode]:
+        """The IRIs the ontology modules describe (the subjects of their triples), sorted: the terms
+        patient data may not describe (``queries/validate/knowledge-base-terms.rq``, ``load``)."""
+        paths = tuple(self.ontology_files.values())
+        key = tuple((path, path.stat().st_mtime) for path in paths)
+        if key not in _DESCRIBED_CACHE:
+            _DESCRIBED_CACHE[key] = sorted({t.subject for path in paths for t in _parse_turtle(path)
+                                            if isinstance(t.subject, ox.NamedNode)}, key=lambda term: term.value)
+        return _DESCRIBED_CACHE[key]
 
     def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
         """Every ontology module parsed (cached per file), placed in ``graph``."""
@@ -123,6 +127,7 @@ class KnowledgeBase:
 
 _TEXT_CACHE: dict[tuple[Path, float], str] = {}
 _TURTLE_CACHE: dict[tuple[Path, float], list[ox.Triple]] = {}
+_DESCRIBED_CACHE: dict[tuple, list[ox.NamedNode]] = {}
 
 
 def _read_text(path: Path) -> str:

@@ -131,12 +131,18 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
             f"unknown unit {row['unit'].value!r} for {row['analyteLabel'].value} value {row['value'].value} "
             f"(known: {row['knownUnits'].value})"
         )
-    for row in ws.select("validate/knowledge-base-terms", {"data": ws.graph["patients"], "ontology": ws.graph["ontology"]}):
-        field = row["property"].value.rsplit("#", 1)[-1]
-        owner = f"patient <{row['patient'].value}>, " if "patient" in row else ""
-        problems.append(
-            f"{patient.path}: {owner}<{row['subject'].value}>: {field}: {KNOWLEDGE_BASE_TERM}"
-        )
+    data = ws.graph["patients"]
+    found = ws.select("validate/knowledge-base-terms", {"subject": ws.kb.described_terms(), "data": data})
+    if found:
+        owners: dict[str, list[str]] = {}
+        subjects = sorted({row["subject"] for row in found}, key=lambda term: term.value)
+        for row in ws.select("validate/knowledge-base-term-owners", {"subject": subjects, "data": data}):
+            owners.setdefault(row["subject"].value, []).append(row["patient"].value)
+        for row in found:
+            field = row["property"].value.rsplit("#", 1)[-1]
+            for owner in owners.get(row["subject"].value, [None]):
+                where = f"patient <{owner}>, " if owner else ""
+                problems.append(f"{patient.path}: {where}<{row['subject'].value}>: {field}: {KNOWLEDGE_BASE_TERM}")
     for row in ws.select("validate/future-date", {"asOf": as_of}):
         field = row["property"].value.rsplit("#", 1)[-1]
         problems.append(
