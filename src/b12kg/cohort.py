@@ -80,10 +80,9 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
         graphs.append(dataset_graph(dataset or path.stem))
     store.drop_scratch()  # left by a killed run (remote: scratch graphs; embedded: generations)
     loaded = {}
+    kb = KnowledgeBase()
     if isinstance(store, EmbeddedStore):
         parsed: dict[Path, list[ox.Triple]] = {}
-
-        described = KnowledgeBase().described_terms()
 
         def fill(generation: GenerationWriter) -> None:
             first = not loaded
@@ -96,19 +95,15 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                     if path not in parsed:
                         parsed[path] = load_patient(path).triples
                     loaded[graph] = generation.replace(graph, parsed[path])
-                target = ox.NamedNode(graph)
-                _refuse_knowledge_base_terms(path, (q.triple for term in described for q in
-                                                    generation.store.quads_for_pattern(term, None, None, target)))
+                _refuse_knowledge_base_terms(kb, path, EmbeddedStore.over(generation.store), graph)
                 if progress and first:
                     progress(1)
 
         replace_datasets(store, graphs, fill, changed=changed)
         return loaded
-    described = set(KnowledgeBase().described_terms())
-    for path in files:  # a remote store has no transaction across requests: read every file first, so
-        # a syntax error in any of them changes nothing (each is read again to load it)
-        _refuse_knowledge_base_terms(path, (t for t in load_patient(path).triples if t.subject in described))
-    kb = KnowledgeBase()
+    for graph, path in zip(graphs, files):  # a remote store has no transaction across requests: read every
+        # file first, so a syntax error in any of them changes nothing (each is read again to load it)
+        _refuse_knowledge_base_terms(kb, path, load_patient(path).triples, graph)
     own = ownership(kb) if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
         triples = load_patient(path).triples
@@ -122,15 +117,16 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     return loaded
 
 
-def _refuse_knowledge_base_terms(path: Path, statements: Iterable[ox.Triple]) -> None:
-    """Refuse a dataset file with triples about a term of the knowledge base (``statements``: those
-    triples): derive would not read them, but research queries over the store would, beside the
-    knowledge base's own (a second threshold value, a product typed as another form)."""
-    found = sorted({(t.subject.value, t.predicate.value) for t in statements})
+def _refuse_knowledge_base_terms(kb: KnowledgeBase, path: Path, data: Store | list[ox.Triple], graph: str) -> None:
+    """Refuse the dataset file ``path`` (``graph`` in a store, or its triples) when it has triples about
+    a term of the knowledge base (``validate/knowledge-base-terms``): derive would not read them, but
+    research queries over the store would, beside the knowledge base's own."""
+    found = _dataset_select(data, graph, kb.query("validate/knowledge-base-terms"),
+                            {"subject": kb.described_terms(), "data": ox.NamedNode(graph)})
     if found:
-        subject, predicate = found[0]
         more = f" (and {len(found) - 1} more such triple(s))" if len(found) > 1 else ""
-        raise InvalidPatientData(f"{path}: <{subject}>: {predicate.rsplit('#', 1)[-1]}: {KNOWLEDGE_BASE_TERM}{more}")
+        raise InvalidPatientData(f"{path}: <{found[0]['subject'].value}>: "
+                                 f"{found[0]['property'].value.rsplit('#', 1)[-1]}: {KNOWLEDGE_BASE_TERM}{more}")
 
 
 def replace_datasets(store: EmbeddedStore, graphs: list[str], fill: Callable[[GenerationWriter], None], *,
@@ -260,12 +256,17 @@ def ownership(kb: KnowledgeBase) -> Ownership:
 
 def _dataset_patients(kb: KnowledgeBase, data: Store | list[ox.Triple], graph: str) -> set[str]:
     """The patients of a dataset graph in a store, or of triples about to become that graph."""
-    text, bindings = kb.query("cohort/dataset-patients"), {"dataset": ox.NamedNode(graph)}
-    if isinstance(data, Store):
-        return {r["patient"].value for r in data.select(text, bindings)}
-    memory = ox.Store()
-    memory.extend(ox.Quad(t.subject, t.predicate, t.object, ox.NamedNode(graph)) for t in data)
-    return {s["patient"].value for s in memory.query(bind(text, bindings))}
+    rows = _dataset_select(data, graph, kb.query("cohort/dataset-patients"), {"dataset": ox.NamedNode(graph)})
+    return {r["patient"].value for r in rows}
+
+
+def _dataset_select(data: Store | list[ox.Triple], graph: str, text: str, bindings: dict) -> list[dict]:
+    """A SELECT over a store, or over triples about to become its dataset ``graph`` (in memory)."""
+    if not isinstance(data, Store):
+        memory = ox.Store()
+        memory.extend(ox.Quad(t.subject, t.predicate, t.object, ox.NamedNode(graph)) for t in data)
+        data = EmbeddedStore.over(memory)
+    return data.select(text, bindings)
 
 
 # ---------------------------------------------------------------------------------------- derive
