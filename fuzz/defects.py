@@ -61,6 +61,16 @@ _RETYPED_PRODUCT = (b"<https://w3id.org/b12kg/ontology#cyanocobalamin> <http://w
                     b"<https://w3id.org/b12kg/ontology#Hydroxocobalamin> .\n")
 
 
+# patient data stating what the engine decides, or schema: a state that dropped the "renal function
+# unknown" caution (cyanocobalamin was permitted with no eGFR on record), a canonical value that changed
+# the result's band, and an axiom only HermiT would read
+_SEED = "https://example.org/b12kg/seed-case#"
+_STATE_ASSERTED = (f"<{_SEED}patient> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> "
+                   "<https://w3id.org/b12kg/ontology#PatientWithKnownRenalStatus> .\n").encode()
+_CANONICAL_VALUE = f'<{_SEED}b12> <https://w3id.org/b12kg/ontology#canonicalValue> 100.0 .\n'.encode()
+_SCHEMA_AXIOM = (f"<{_SEED}stroke> <http://www.w3.org/2002/07/owl#sameAs> <{_SEED}other-stroke> .\n").encode()
+
+
 def _deep_jsonld(depth: int) -> bytes:
     return (b'{"@id": "http://example.org/x", "http://example.org/p": ' * depth + b"1" + b"}" * depth)
 
@@ -90,6 +100,10 @@ FILES = {
     "date-9999.ttl": lambda: _seed_ttl(b12_date="9999-12-30"),
     "restated-threshold.ttl": lambda: _seed_ttl() + _RESTATED_THRESHOLD,
     "retyped-product.nt": lambda: _RETYPED_PRODUCT,
+    "state-asserted.ttl": lambda: _seed_ttl() + _STATE_ASSERTED,
+    "state-asserted.nt": lambda: _STATE_ASSERTED,
+    "canonical-value.ttl": lambda: _seed_ttl() + _CANONICAL_VALUE,
+    "schema-axiom.ttl": lambda: _seed_ttl() + _SCHEMA_AXIOM,
     "deep-4000.jsonld": lambda: _deep_jsonld(4_000),
     "deep-50000.jsonld": lambda: _deep_jsonld(50_000),
     "literal-17mib.ttl": lambda: _long_literal(17 * MIB),
@@ -164,6 +178,22 @@ CASES = [
     Case("a product retyped (load, bulk)", ("load", "--store", "{store}", "{dir}/retyped-product.nt", "--dataset", "seed"),
          4, r"retyped-product\.nt: <https://w3id\.org/b12kg/ontology#cyanocobalamin>: type: patient data may not",
          needs_store=True, after=_KEPT),
+    # patient data stating what the engine decides, or schema
+    Case("a patient typed with a state (recommend)", ("recommend", "{dir}/state-asserted.ttl", "--as-of", AS_OF), 4,
+         r"state-asserted\.ttl: patient <https://example\.org/b12kg/seed-case#patient>: type PatientWithKnownRenalStatus: "
+         r"patient data may use only the patient vocabulary"),
+    Case("a patient typed with a state (load, bulk)", ("load", "--store", "{store}", "{dir}/state-asserted.nt",
+                                                       "--dataset", "seed"), 4,
+         r"state-asserted\.nt: <https://example\.org/b12kg/seed-case#patient>: type PatientWithKnownRenalStatus: "
+         r"patient data may use only", needs_store=True, after=_KEPT),
+    Case("a result given a canonical value (recommend)", ("recommend", "{dir}/canonical-value.ttl", "--as-of", AS_OF),
+         4, r"canonical-value\.ttl: patient <https://example\.org/b12kg/seed-case#patient>, "
+            r"<https://example\.org/b12kg/seed-case#b12>: canonicalValue: patient data may use only"),
+    Case("a schema axiom (recommend)", ("recommend", "{dir}/schema-axiom.ttl", "--as-of", AS_OF), 4,
+         r"schema-axiom\.ttl: patient <https://example\.org/b12kg/seed-case#patient>, "
+         r"<https://example\.org/b12kg/seed-case#stroke>: sameAs: patient data may not state class or property axioms"),
+    Case("a schema axiom (load)", ("load", "--store", "{store}", "{dir}/schema-axiom.ttl", "--dataset", "seed"), 4,
+         r"schema-axiom\.ttl: .*sameAs: patient data may not state", needs_store=True, after=_KEPT),
     # nesting, sizes
     Case("json-ld nested 4,000 deep", ("recommend", "{dir}/deep-4000.jsonld", "--as-of", AS_OF), 3,
          r"deep-4000\.jsonld: JSON nested deeper than 100 levels"),

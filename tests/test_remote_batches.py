@@ -464,3 +464,21 @@ def test_cli_refuses_a_replace_it_cannot_do(tmp_path, args, message):
     assert result.returncode == ExitCode.USAGE
     assert result.stderr.startswith("error: ") and message in result.stderr and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "store").exists()
+
+
+def test_a_remote_load_refuses_data_beyond_facts_and_sends_nothing(remote, cohorts, tmp_path):
+    """A dataset file that types a patient with a state the engine decides is refused before any request
+    changes the server (it has no transaction across requests): exit 4, one line, every graph as it was."""
+    first = cohorts["patients"][:5]
+    one = _part(cohorts["before"], first, tmp_path / "one.nt")
+    cohort.load(remote, [one])
+    before = {graph: _graph(remote, graph) for graph in remote.graphs() if graph.startswith("urn:b12kg:")}
+    stated = tmp_path / "stated" / "one.nt"
+    stated.parent.mkdir()
+    stated.write_bytes(one.read_bytes() + (f"<{first[0]}> <http://www.w3.org/1999/02/22-rdf-syntax-ns#type> "
+                                           f"<{B12}PatientWithKnownRenalStatus> .\n").encode())
+    result = cli("load", str(stated), "--endpoint", remote.endpoint, "--update-endpoint", remote.update_endpoint)
+    assert result.returncode == 4, result.stderr
+    assert f"one.nt: patient <{first[0]}>: type PatientWithKnownRenalStatus: patient data may use only" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert {graph: _graph(remote, graph) for graph in remote.graphs() if graph.startswith("urn:b12kg:")} == before

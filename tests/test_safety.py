@@ -47,6 +47,7 @@ from b12kg.patient import PatientData
 from b12kg.scenarios import SCENARIO_IRI_BASE, ScenarioSpace, build_patient, covering, evaluate
 from b12kg.synth import analyte_info, generate
 from b12kg.validate import validate_values
+from conftest import cli
 
 AS_OF = date(2025, 10, 31)
 COHORT = 10_000
@@ -511,3 +512,29 @@ def test_invariants_catch_a_statement_without_evidence(kb_copy):
     per = synthetic_patients(250, SEED)
     result = evaluate_batch([t for ts in per.values() for t in ts], kb=kb_copy)
     assert result["violations"]["recommendation without evidence"]
+
+
+def test_a_case_specific_statement_without_an_applicable_rendering_is_never_printed(kb_copy, tmp_path, monkeypatch):
+    """Defence behind `b12kg check`'s logic-case-specific-unworded: with the renderings of the article's
+    'has already received one B12 injection' taken out, a patient given two injections is not told the
+    article's words as facts about them: the report stops with a knowledge-base error (exit 5) naming the
+    statement, instead of printing them."""
+    path = kb_copy.root / "ontology" / "guideline.ttl"
+    text = path.read_text(encoding="utf-8")
+    line = "    b12:rendering gl:render-treatment-1-recorded-absent , gl:render-treatment-1-assumed-absent ;\n"
+    assert text.count(line) == 1
+    path.write_text(text.replace(line, ""), encoding="utf-8")
+    seed = (Path(__file__).resolve().parents[1] / "examples" / "patients" / "seed-case.ttl").read_text(encoding="utf-8")
+    assert "b12:hasAdministration :injection-1 ;" in seed
+    two = seed.replace("b12:hasAdministration :injection-1 ;", "b12:hasAdministration :injection-1 , :injection-2 ;") + (
+        ':injection-2 a b12:MedicationAdministration ; b12:substance b12:cyanocobalamin ; b12:doseValue 1 ; '
+        'b12:doseUnit "mg" ; b12:route b12:intramuscular ; b12:effectiveDate "2025-07-31"^^xsd:date .\n')
+    patient = tmp_path / "two-injections.ttl"
+    patient.write_text(two, encoding="utf-8")
+    monkeypatch.setenv("B12KG_HOME", str(kb_copy.root))
+    result = cli("recommend", str(patient), "--as-of", "2025-10-31", "-f", "text")
+    assert result.returncode == 5, (result.returncode, result.stdout[-2000:], result.stderr)
+    assert "guideline#stmt-treatment-1: the statement describes the article's own case" in result.stderr
+    assert "already received one B12 injection" not in result.stdout
+    monkeypatch.delenv("B12KG_HOME")
+    assert cli("recommend", str(patient), "--as-of", "2025-10-31", "-f", "text").returncode == 0

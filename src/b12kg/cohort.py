@@ -39,7 +39,7 @@ from b12kg.sparql import Table, bind, table_columns, table_name
 from b12kg.sparql_text import query_form
 from b12kg.store import (GRAPH_DERIVED, GRAPH_ONTOLOGY, DeriveState, EmbeddedStore, GenerationWriter, Ownership,
                          RemoteStore, Store, chunks, dataset_graph)
-from b12kg.validate import KNOWLEDGE_BASE_TERM, validate_shapes, validate_values
+from b12kg.validate import data_beyond_facts, validate_shapes, validate_values
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
@@ -95,7 +95,7 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
                     if path not in parsed:
                         parsed[path] = load_patient(path).triples
                     loaded[graph] = generation.replace(graph, parsed[path])
-                _refuse_knowledge_base_terms(kb, path, EmbeddedStore.over(generation.store), graph)
+                _refuse_beyond_facts(kb, path, EmbeddedStore.over(generation.store), graph)
                 if progress and first:
                     progress(1)
 
@@ -103,7 +103,7 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
         return loaded
     for graph, path in zip(graphs, files):  # a remote store has no transaction across requests: read every
         # file first, so a syntax error in any of them changes nothing (each is read again to load it)
-        _refuse_knowledge_base_terms(kb, path, load_patient(path).triples, graph)
+        _refuse_beyond_facts(kb, path, load_patient(path).triples, graph)
     own = ownership(kb) if store.has_graph(GRAPH_DERIVED) else None
     for graph, path in zip(graphs, files):
         triples = load_patient(path).triples
@@ -117,16 +117,18 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
     return loaded
 
 
-def _refuse_knowledge_base_terms(kb: KnowledgeBase, path: Path, data: Store | list[ox.Triple], graph: str) -> None:
-    """Refuse the dataset file ``path`` (``graph`` in a store, or its triples) when it has triples about
-    a term of the knowledge base (``validate/knowledge-base-terms``): derive would not read them, but
-    research queries over the store would, beside the knowledge base's own."""
-    found = _dataset_select(data, graph, kb.query("validate/knowledge-base-terms"),
-                            {"subject": kb.described_terms(), "data": ox.NamedNode(graph)})
-    if found:
-        more = f" (and {len(found) - 1} more such triple(s))" if len(found) > 1 else ""
-        raise InvalidPatientData(f"{path}: <{found[0]['subject'].value}>: "
-                                 f"{found[0]['property'].value.rsplit('#', 1)[-1]}: {KNOWLEDGE_BASE_TERM}{more}")
+def _refuse_beyond_facts(kb: KnowledgeBase, path: Path, data: Store | list[ox.Triple], graph: str) -> None:
+    """Refuse the dataset file ``path`` (``graph`` in a store, or its triples) when it states more than
+    patients' facts (:func:`b12kg.validate.data_beyond_facts`: about a term of the knowledge base, outside
+    the patient vocabulary, schema): derive would refuse those patients, and research queries over the
+    store would read such triples beside the knowledge base's own and the engine's."""
+    if not isinstance(data, Store):
+        data = _in_memory(data, graph)
+    problems = data_beyond_facts(lambda name, bindings: data.select(kb.query(name), bindings), kb,
+                                 ox.NamedNode(graph), path)
+    if problems:
+        more = f" (and {len(problems) - 1} more such triple(s))" if len(problems) > 1 else ""
+        raise InvalidPatientData(problems[0] + more)
 
 
 def replace_datasets(store: EmbeddedStore, graphs: list[str], fill: Callable[[GenerationWriter], None], *,
@@ -263,10 +265,15 @@ def _dataset_patients(kb: KnowledgeBase, data: Store | list[ox.Triple], graph: s
 def _dataset_select(data: Store | list[ox.Triple], graph: str, text: str, bindings: dict) -> list[dict]:
     """A SELECT over a store, or over triples about to become its dataset ``graph`` (in memory)."""
     if not isinstance(data, Store):
-        memory = ox.Store()
-        memory.extend(ox.Quad(t.subject, t.predicate, t.object, ox.NamedNode(graph)) for t in data)
-        data = EmbeddedStore.over(memory)
+        data = _in_memory(data, graph)
     return data.select(text, bindings)
+
+
+def _in_memory(triples: list[ox.Triple], graph: str) -> EmbeddedStore:
+    """``triples`` as the dataset ``graph`` of an in-memory store."""
+    memory = ox.Store()
+    memory.extend(ox.Quad(t.subject, t.predicate, t.object, ox.NamedNode(graph)) for t in triples)
+    return EmbeddedStore.over(memory)
 
 
 # ---------------------------------------------------------------------------------------- derive

@@ -116,6 +116,17 @@ class KnowledgeBase:
                                             if isinstance(t.subject, ox.NamedNode)}, key=lambda term: term.value)
         return _DESCRIBED_CACHE[key]
 
+    def outside_patient_vocabulary(self) -> list[ox.NamedNode]:
+        """The classes and properties the ontology modules declare that patient data may not use, sorted
+        (``queries/validate/outside-patient-vocabulary.rq``, ``load``): all but those marked
+        ``b12:patientVocabulary`` and the annotation properties of other vocabularies (documentation:
+        Dublin Core, SKOS). Each class is marked on its own: a new subclass is outside until marked."""
+        paths = tuple(self.ontology_files.values())
+        key = tuple((path, path.stat().st_mtime) for path in paths)
+        if key not in _VOCABULARY_CACHE:
+            _VOCABULARY_CACHE[key] = _outside_patient_vocabulary([t for path in paths for t in _parse_turtle(path)])
+        return _VOCABULARY_CACHE[key]
+
     def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
         """Every ontology module parsed (cached per file), placed in ``graph``."""
         quads: list[ox.Quad] = []
@@ -145,3 +156,28 @@ def _parse_turtle(path: Path) -> list[ox.Triple]:
         except SyntaxError as exc:
             raise KnowledgeBaseError(f"{path}: {exc}") from None
     return _TURTLE_CACHE[key]
+
+
+_OWL = "http://www.w3.org/2002/07/owl#"
+_RDFS = "http://www.w3.org/2000/01/rdf-schema#"
+_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_KB_PREFIX = "https://w3id.org/b12kg/"
+_MARK = "https://w3id.org/b12kg/ontology#patientVocabulary"
+_DECLARED = {_OWL + "Class": "class", _RDFS + "Class": "class", _OWL + "ObjectProperty": "property",
+             _OWL + "DatatypeProperty": "property", _RDF + "Property": "property",
+             _OWL + "AnnotationProperty": "annotation"}
+_VOCABULARY_CACHE: dict[tuple, list[ox.NamedNode]] = {}
+
+
+def _outside_patient_vocabulary(triples: list[ox.Triple]) -> list[ox.NamedNode]:
+    declared: dict[ox.NamedNode, str] = {}
+    marked = set()
+    for t in triples:
+        if isinstance(t.subject, ox.NamedNode):
+            if t.predicate.value == _RDF + "type" and t.object.value in _DECLARED:
+                declared.setdefault(t.subject, _DECLARED[t.object.value])
+            elif t.predicate.value == _MARK and t.object.value == "true":
+                marked.add(t.subject)
+    return sorted((term for term, kind in declared.items()
+                   if term not in marked and (kind != "annotation" or term.value.startswith(_KB_PREFIX))),
+                  key=lambda term: term.value)

@@ -255,6 +255,11 @@ def patient_report(evaluation: Evaluation, patient: str) -> dict[str, Any]:
             extra = {"switch_from": switches[rec]["from"], "switch_to": _joined(switches[rec]["to"])
                      if switches[rec]["to"] else "(no permitted form)"}
         derived = "derivedFrom" in row
+        if rec not in renderings and "caseSpecific" in row and row["caseSpecific"].value == "true":
+            raise KnowledgeBaseError(  # never the article's own case as facts about this patient
+                f"{source}: the statement describes the article's own case (b12:caseSpecific) and none of its "
+                f"renderings applies to patient <{patient}>: its words are not printed as facts about the patient "
+                "(b12kg check reports such a gap)")
         text = worded(rec, source, row["text"].value, extra)
         item: dict[str, Any] = {
             "id": _local(source),

@@ -5,6 +5,7 @@ Every problem is one line naming the file, the patient, the field and what is wr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,9 @@ PATIENT_SHAPES = "patient-shapes.ttl"
 # what is wrong with patient data that describes a term of the knowledge base (validate_values, load)
 KNOWLEDGE_BASE_TERM = ("patient data may not describe a term of the knowledge base "
                        "(its classes, products, thresholds and statements)")
+OUTSIDE_VOCABULARY = ("patient data may use only the patient vocabulary: states, bands, canonical values and "
+                      "findings are the engine's to derive from the facts (docs/patient-data.md)")
+SCHEMA_AXIOM = "patient data may not state class or property axioms: only the knowledge base defines its terms"
 _LINKS = ("hasCondition", "hasLabResult", "hasAdministration", "hasNeurologicalAssessment", "hasTreatmentPreference")
 
 
@@ -113,8 +117,8 @@ def _key(term) -> tuple[str, str] | None:
 
 
 def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
-    """Unit and date checks that need the knowledge base, and patient data that would describe the
-    knowledge base's own terms; one message per problem."""
+    """Unit and date checks that need the knowledge base, and patient data that states more than facts
+    (:func:`data_beyond_facts`); one message per problem."""
     problems = []
     limits = {"maxMagnitude": ox.Literal(str(inputs.MAX_MAGNITUDE), datatype=ox.NamedNode(inputs._XSD + "decimal")),
               "earliest": inputs.EARLIEST_DATE, "latest": inputs.LATEST_DATE}
@@ -131,18 +135,7 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
             f"unknown unit {row['unit'].value!r} for {row['analyteLabel'].value} value {row['value'].value} "
             f"(known: {row['knownUnits'].value})"
         )
-    data = ws.graph["patients"]
-    found = ws.select("validate/knowledge-base-terms", {"subject": ws.kb.described_terms(), "data": data})
-    if found:
-        owners: dict[str, list[str]] = {}
-        subjects = sorted({row["subject"] for row in found}, key=lambda term: term.value)
-        for row in ws.select("validate/knowledge-base-term-owners", {"subject": subjects, "data": data}):
-            owners.setdefault(row["subject"].value, []).append(row["patient"].value)
-        for row in found:
-            field = row["property"].value.rsplit("#", 1)[-1]
-            for owner in owners.get(row["subject"].value, [None]):
-                where = f"patient <{owner}>, " if owner else ""
-                problems.append(f"{patient.path}: {where}<{row['subject'].value}>: {field}: {KNOWLEDGE_BASE_TERM}")
+    problems += data_beyond_facts(ws.select, ws.kb, ws.graph["patients"], patient.path)
     for row in ws.select("validate/future-date", {"asOf": as_of}):
         field = row["property"].value.rsplit("#", 1)[-1]
         problems.append(
@@ -150,3 +143,42 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
             f"{field} {row['value'].value} is after the evaluation date {as_of.isoformat()}"
         )
     return problems
+
+
+def data_beyond_facts(select: Callable[[str, dict], list[dict]], kb: KnowledgeBase, data: ox.NamedNode,
+                      path: Path | str) -> list[str]:
+    """Patient data (graph ``data``, read through ``select(query name, bindings)``) that states more than
+    a patient's facts, one message per triple: about a term of the knowledge base, with a class or
+    property outside the patient vocabulary, or a schema axiom. Each names the file ``path``, the
+    patient the subject hangs from, the subject and the property (and the term used)."""
+    found = [(row["subject"], row["property"], None, KNOWLEDGE_BASE_TERM)
+             for row in select("validate/knowledge-base-terms", {"subject": kb.described_terms(), "data": data})]
+    found += [(row["subject"], row["property"], row["term"], OUTSIDE_VOCABULARY)
+              for row in select("validate/outside-patient-vocabulary",
+                                {"term": kb.outside_patient_vocabulary(), "data": data})]
+    found += [(row["subject"], row["property"], None, SCHEMA_AXIOM) for row in select("validate/schema-axioms", {"data": data})]
+    about_terms = {(subject, prop) for subject, prop, _, what in found if what is KNOWLEDGE_BASE_TERM}
+    found = [item for item in dict.fromkeys(found)  # a triple about a term is reported by that rule alone
+             if item[3] is KNOWLEDGE_BASE_TERM or (item[0], item[1]) not in about_terms]
+    if not found:
+        return []
+    owners: dict[str, list[str]] = {}
+    subjects = sorted({subject for subject, *_ in found if isinstance(subject, ox.NamedNode)}, key=lambda t: t.value)
+    if subjects:
+        for row in select("validate/subject-owners", {"subject": subjects, "data": data}):
+            owners.setdefault(row["subject"].value, []).append(row["patient"].value)
+    problems = []
+    for subject, prop, term, what in found:
+        field = _local(prop) + (f" {_local(term)}" if term is not None and term != prop else "")
+        named = isinstance(subject, ox.NamedNode)
+        for owner in owners.get(subject.value, [None]) if named else [None]:
+            if owner == subject.value:
+                where = f"patient <{owner}>"
+            else:
+                where = (f"patient <{owner}>, " if owner else "") + (f"<{subject.value}>" if named else "a blank node")
+            problems.append(f"{path}: {where}: {field}: {what}")
+    return problems
+
+
+def _local(term: ox.NamedNode) -> str:
+    return term.value.rsplit("#", 1)[-1]
