@@ -119,13 +119,13 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
 
 def _refuse_beyond_facts(kb: KnowledgeBase, path: Path, data: Store | list[ox.Triple], graph: str) -> None:
     """Refuse the dataset file ``path`` (``graph`` in a store, or its triples) when it states more than
-    patients' facts (:func:`b12kg.validate.data_beyond_facts`: about a term of the knowledge base, outside
-    the patient vocabulary, schema): derive would refuse those patients, and research queries over the
-    store would read such triples beside the knowledge base's own and the engine's."""
+    patients' facts or the CDS service's log (:func:`b12kg.validate.data_beyond_facts`: about a term of the
+    knowledge base, outside those vocabularies, schema): derive would refuse those patients, and research
+    queries over the store would read such triples beside the knowledge base's own and the engine's."""
     if not isinstance(data, Store):
         data = _in_memory(data, graph)
     problems = data_beyond_facts(lambda name, bindings: data.select(kb.query(name), bindings), kb,
-                                 ox.NamedNode(graph), path)
+                                 ox.NamedNode(graph), path, service_log=True)
     if problems:
         more = f" (and {len(problems) - 1} more such triple(s))" if len(problems) > 1 else ""
         raise InvalidPatientData(problems[0] + more)

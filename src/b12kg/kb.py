@@ -116,15 +116,18 @@ class KnowledgeBase:
                                             if isinstance(t.subject, ox.NamedNode)}, key=lambda term: term.value)
         return _DESCRIBED_CACHE[key]
 
-    def outside_patient_vocabulary(self) -> list[ox.NamedNode]:
+    def outside_patient_vocabulary(self, *, service_log: bool = False) -> list[ox.NamedNode]:
         """The classes and properties the ontology modules declare that patient data may not use, sorted
         (``queries/validate/outside-patient-vocabulary.rq``, ``load``): all but those marked
-        ``b12:patientVocabulary`` and the annotation properties of other vocabularies (documentation:
-        Dublin Core, SKOS). Each class is marked on its own: a new subclass is outside until marked."""
+        ``b12:patientVocabulary`` (and, with ``service_log``, ``b12:serviceLogVocabulary``: what a dataset
+        loaded into a store may also hold, the CDS service's log of cards and feedback) and the annotation
+        properties of other vocabularies (documentation: Dublin Core, SKOS). Each class is marked on its
+        own: a new subclass is outside until marked."""
+        marks = (_MARK_PATIENT, _MARK_LOG) if service_log else (_MARK_PATIENT,)
         paths = tuple(self.ontology_files.values())
-        key = tuple((path, path.stat().st_mtime) for path in paths)
+        key = (tuple((path, path.stat().st_mtime) for path in paths), marks)
         if key not in _VOCABULARY_CACHE:
-            _VOCABULARY_CACHE[key] = _outside_patient_vocabulary([t for path in paths for t in _parse_turtle(path)])
+            _VOCABULARY_CACHE[key] = _outside_vocabulary([t for path in paths for t in _parse_turtle(path)], marks)
         return _VOCABULARY_CACHE[key]
 
     def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
@@ -162,21 +165,22 @@ _OWL = "http://www.w3.org/2002/07/owl#"
 _RDFS = "http://www.w3.org/2000/01/rdf-schema#"
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _KB_PREFIX = "https://w3id.org/b12kg/"
-_MARK = "https://w3id.org/b12kg/ontology#patientVocabulary"
+_MARK_PATIENT = "https://w3id.org/b12kg/ontology#patientVocabulary"
+_MARK_LOG = "https://w3id.org/b12kg/ontology#serviceLogVocabulary"
 _DECLARED = {_OWL + "Class": "class", _RDFS + "Class": "class", _OWL + "ObjectProperty": "property",
              _OWL + "DatatypeProperty": "property", _RDF + "Property": "property",
              _OWL + "AnnotationProperty": "annotation"}
 _VOCABULARY_CACHE: dict[tuple, list[ox.NamedNode]] = {}
 
 
-def _outside_patient_vocabulary(triples: list[ox.Triple]) -> list[ox.NamedNode]:
+def _outside_vocabulary(triples: list[ox.Triple], marks: tuple[str, ...]) -> list[ox.NamedNode]:
     declared: dict[ox.NamedNode, str] = {}
     marked = set()
     for t in triples:
         if isinstance(t.subject, ox.NamedNode):
             if t.predicate.value == _RDF + "type" and t.object.value in _DECLARED:
                 declared.setdefault(t.subject, _DECLARED[t.object.value])
-            elif t.predicate.value == _MARK and t.object.value == "true":
+            elif t.predicate.value in marks and t.object.value == "true":
                 marked.add(t.subject)
     return sorted((term for term, kind in declared.items()
                    if term not in marked and (kind != "annotation" or term.value.startswith(_KB_PREFIX))),

@@ -146,16 +146,17 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
 
 
 def data_beyond_facts(select: Callable[[str, dict], list[dict]], kb: KnowledgeBase, data: ox.NamedNode,
-                      path: Path | str) -> list[str]:
+                      path: Path | str, *, service_log: bool = False) -> list[str]:
     """Patient data (graph ``data``, read through ``select(query name, bindings)``) that states more than
     a patient's facts, one message per triple: about a term of the knowledge base, with a class or
     property outside the patient vocabulary, or a schema axiom. Each names the file ``path``, the
-    patient the subject hangs from, the subject and the property (and the term used)."""
+    patient the subject hangs from, the subject and the property (and the term used). ``service_log``:
+    a dataset for a store, which may also hold the CDS service's log (``b12:serviceLogVocabulary``)."""
     found = [(row["subject"], row["property"], None, KNOWLEDGE_BASE_TERM)
              for row in select("validate/knowledge-base-terms", {"subject": kb.described_terms(), "data": data})]
     found += [(row["subject"], row["property"], row["term"], OUTSIDE_VOCABULARY)
               for row in select("validate/outside-patient-vocabulary",
-                                {"term": kb.outside_patient_vocabulary(), "data": data})]
+                                {"term": kb.outside_patient_vocabulary(service_log=service_log), "data": data})]
     found += [(row["subject"], row["property"], None, SCHEMA_AXIOM) for row in select("validate/schema-axioms", {"data": data})]
     about_terms = {(subject, prop) for subject, prop, _, what in found if what is KNOWLEDGE_BASE_TERM}
     found = [item for item in dict.fromkeys(found)  # a triple about a term is reported by that rule alone
