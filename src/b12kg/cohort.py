@@ -120,12 +120,15 @@ def load(store: Store, files: list[Path], *, dataset: str | None = None,
 def _refuse_beyond_facts(kb: KnowledgeBase, path: Path, data: Store | list[ox.Triple], graph: str) -> None:
     """Refuse the dataset file ``path`` (``graph`` in a store, or its triples) when it states more than
     patients' facts or the CDS service's log (:func:`b12kg.validate.data_beyond_facts`: about a term of the
-    knowledge base, outside those vocabularies, schema): derive would refuse those patients, and research
-    queries over the store would read such triples beside the knowledge base's own and the engine's."""
+    knowledge base, outside those vocabularies, schema), or has a patient that is a blank node: derive would
+    refuse those patients, and research queries over the store would read such triples beside the
+    knowledge base's own and the engine's."""
     if not isinstance(data, Store):
         data = _in_memory(data, graph)
     problems = data_beyond_facts(lambda name, bindings: data.select(kb.query(name), bindings), kb,
                                  ox.NamedNode(graph), path, service_log=True)
+    if data.select(kb.query("cohort/blank-patients"), {"dataset": ox.NamedNode(graph)}):
+        problems.append(f"{path}: a blank node typed b12:Patient: {BLANK_PATIENT}")
     if problems:
         more = f" (and {len(problems) - 1} more such triple(s))" if len(problems) > 1 else ""
         raise InvalidPatientData(problems[0] + more)
@@ -334,8 +337,9 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     derived = (ws.dump_nt("derived") + ws.dump_nt("normalised")
                + ws.construct_nt(kb.query("cohort/inferred-export"), graphs)
                + ws.construct_nt(fact_types := kb.query("cohort/fact-types-export"), graphs, table=ws.table(fact_types)))
-    scope = {r["patient"].value: r["inScope"].value == "true"
-             for r in ws.select("cohort/batch-patients", {"patients": ws.graph["patients"]})}
+    scope = {r["patient"].value: r["inScope"].value == "true"  # (a blank-node patient is never evaluated)
+             for r in ws.select("cohort/batch-patients", {"patients": ws.graph["patients"]})
+             if isinstance(r["patient"], ox.NamedNode)}
     digests = input_digests(triples if triples is not None else ox.parse(data, format=ox.RdfFormat.N_TRIPLES), scope)
     return _Evaluated(derived=derived, record={p: (digests[p], s) for p, s in scope.items()}, problems=problems)
 
@@ -376,9 +380,19 @@ def _read_batch(kb: KnowledgeBase, batch: _Batch) -> bytes:
 
 
 def store_patients(store: Store, kb: KnowledgeBase) -> list[ox.NamedNode]:
-    """Every patient of the store's datasets, in IRI order (sorted here: Oxigraph's ORDER BY took 0.9 s
-    for 10,000 IRIs, the query without it 0.07 s)."""
-    return sorted((r["patient"] for r in store.select(kb.query("cohort/patients"))), key=lambda p: p.value)
+    """Every patient of the store's datasets with an IRI, in IRI order (sorted here: Oxigraph's ORDER BY
+    took 0.9 s for 10,000 IRIs, the query without it 0.07 s). Blank-node patients: :func:`blank_patients`."""
+    return sorted((r["patient"] for r in store.select(kb.query("cohort/patients"))
+                   if isinstance(r["patient"], ox.NamedNode)), key=lambda p: p.value)
+
+
+BLANK_PATIENT = ("a patient must be an IRI, not a blank node (its recommendations and their provenance point "
+                 "at it): give it one")
+
+
+def blank_patients(store: Store, kb: KnowledgeBase) -> dict[str, int]:
+    """Dataset graph -> how many of its patients are blank nodes (derive cannot evaluate them)."""
+    return {row["dataset"].value: int(row["patients"].value) for row in store.select(kb.query("cohort/blank-patients"))}
 
 
 def _batches(store: Store, kb: KnowledgeBase, patients: list[ox.NamedNode], size: int, workers: int,
@@ -534,6 +548,9 @@ def derive(store: Store, *, as_of: date, kb: KnowledgeBase | None = None, batch_
     settings = derive_settings(kb, as_of, Reasoner(reasoner).value, shacl)
     patients = store_patients(store, kb)
     result.patients = len(patients)
+    for dataset, count in blank_patients(store, kb).items():
+        result.patients += count
+        result.problems.append(f"{dataset}: {count} patient(s) not evaluated: {BLANK_PATIENT}")
     record = store.derive_state() if isinstance(store, EmbeddedStore) else None
     result.full = _why_full(store, record, settings, full)
     kept: dict[str, tuple[str, bool]] = {}
