@@ -418,9 +418,10 @@ def test_export_expand_provenance_from_the_command_line(loaded, tmp_path):
 
 
 def test_export_expand_provenance_refuses_a_patient_with_two_derivations(loaded, tmp_path):
-    """The joins go through the patient's one derivation: a second (another writer, derived data loaded
-    as a dataset) would give each finding both, so the export stops with a one-line error naming the
-    patient, and writes nothing."""
+    """The joins go through the patient's one derivation: a second (another program writing the store's
+    files; `load` refuses derived data as a dataset) would give each finding both, so the export stops
+    with a one-line error naming the patient, and writes nothing."""
+    import json
     import shutil
 
     db = tmp_path / "db"
@@ -433,7 +434,15 @@ def test_export_expand_provenance_refuses_a_patient_with_two_derivations(loaded,
     extra = tmp_path / "elsewhere.ttl"
     extra.write_text(f"<{second.value}> a <https://w3id.org/b12kg/ontology#Derivation> ; "
                      f"<https://w3id.org/b12kg/ontology#forPatient> <{patient.value}> .\n")
-    assert cli("load", str(extra), "--store", str(db)).returncode == 0
+    refused = cli("load", str(extra), "--store", str(db))
+    assert refused.returncode == ExitCode.INVALID_DATA and "patient data may use only the patient vocabulary" in refused.stderr
+    current = json.loads((db / "HEAD").read_text())["current"]
+    other_writer = ox.Store(str(db / current))
+    for triple in ox.parse(extra.read_bytes(), format=ox.RdfFormat.TURTLE):
+        other_writer.add(ox.Quad(triple.subject, triple.predicate, triple.object, ox.NamedNode(GRAPH_DERIVED)))
+    other_writer.flush()
+    del other_writer
+    assert second in {t.subject for t in derived_triples(db)}
     out = tmp_path / "expanded.nt"
     refused = cli("export", "--store", str(db), "--graph", "derived", "-f", "nt", "--expand-provenance",
                   "-o", str(out))
@@ -982,3 +991,41 @@ def test_deletes_are_packed_in_requests_of_whole_patients_within_the_budget():
     assert any(size(g) > budget for g in groups) and len(requests) > 3
     assert list(_packed([], budget, size=_line_size)) == []
     assert [r for _, r in _packed(keyed, 10**9, size=_line_size)] == [[x for g in groups for x in g]]
+
+
+def test_a_blank_node_patient_is_refused_by_load_and_reported_by_derive(loaded, tmp_path):
+    """A patient without an IRI cannot be evaluated (batches, digests and findings name patients by IRI):
+    `load` refuses a file with one (exit 4, the store as it was), and `derive` over a store another
+    program wrote one into reports it per dataset (exit 4) and evaluates every other patient; it used to
+    stop with an internal error (exit 10)."""
+    import json
+    import shutil
+
+    db = tmp_path / "db"
+    shutil.copytree(loaded, db)
+    before = derived_triples(db)
+    blank = tmp_path / "blank.ttl"
+    seed = (EXAMPLES / "seed-case.ttl").read_text(encoding="utf-8")
+    assert seed.count(":patient a b12:Patient ;") == 1
+    blank.write_text(seed.replace(":patient a b12:Patient ;", "_:patient a b12:Patient ;"), encoding="utf-8")
+    refused = cli("load", str(blank), "--store", str(db))
+    assert refused.returncode == ExitCode.INVALID_DATA, refused.stderr
+    assert refused.stderr.strip() == (f"error: {blank}: a blank node typed b12:Patient: a patient must be an IRI, "
+                                      "not a blank node (its recommendations and their provenance point at it): give it one")
+    assert derived_triples(db) == before
+    current = json.loads((db / "HEAD").read_text())["current"]
+    other_writer = ox.Store(str(db / current))
+    dataset = ox.NamedNode("urn:b12kg:dataset:blank")
+    for triple in ox.parse(blank.read_bytes(), format=ox.RdfFormat.TURTLE, base_iri=blank.as_uri()):
+        other_writer.add(ox.Quad(triple.subject, triple.predicate, triple.object, dataset))
+    other_writer.flush()
+    del other_writer
+    done = cli("derive", "--store", str(db), "--as-of", SEED_AS_OF.isoformat(), "--full")
+    assert done.returncode == ExitCode.INVALID_DATA, done.stderr
+    assert ("urn:b12kg:dataset:blank: 1 patient(s) not evaluated: a patient must be an IRI, not a blank node"
+            in done.stderr), done.stderr
+    assert "internal error" not in done.stderr and "1 patient(s) left out for invalid data" in done.stderr
+    derived = derived_triples(db)
+    assert {t.object for t in derived if t.predicate.value == "https://w3id.org/b12kg/ontology#forPatient"
+            and "derivation-" in t.subject.value} == {t.object for t in before if t.predicate.value ==
+                                                     "https://w3id.org/b12kg/ontology#forPatient" and "derivation-" in t.subject.value}
