@@ -326,7 +326,8 @@ def _evaluate(batch: _Batch) -> _Evaluated:
     triples: list[ox.Triple] | None = None
     if batch.shacl:
         triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))
-        problems = validate_shapes(PatientData(path=label, triples=triples), kb) + problems
+        problems = validate_shapes(PatientData(path=label, triples=triples), kb,
+                                   dataset=(ws.store, ws.graph["patients"])) + problems
     if problems:
         if triples is None:
             triples = list(ox.parse(data, format=ox.RdfFormat.N_TRIPLES))

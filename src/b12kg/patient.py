@@ -29,6 +29,17 @@ FORMATS = {
 }
 
 
+def shacl_term(term: ox.NamedNode | ox.BlankNode | ox.Literal) -> ox.NamedNode | ox.BlankNode | ox.Literal:
+    """A term as the SHACL engines see it (:meth:`PatientData.shacl_triples`): a numeric literal outside its
+    lexical space as plain text, an exact number past what b12kg compares as 1 or -1 of its datatype."""
+    if isinstance(term, ox.Literal) and term.datatype.value in NUMERIC_TYPES:
+        if outside_lexical_space(term.value, term.datatype.value):
+            return ox.Literal(term.value)
+        if term.datatype.value in EXACT_TYPES and number_problem(term.value):
+            return ox.Literal("-1" if term.value.lstrip().startswith("-") else "1", datatype=term.datatype)
+    return term
+
+
 @dataclass(frozen=True)
 class PatientData:
     """The triples of one patient file, and the same data as an rdflib graph (for SHACL)."""
@@ -48,13 +59,8 @@ class PatientData:
             if isinstance(t.subject, ox.Triple) or isinstance(t.object, ox.Triple):
                 raise InputError(f"{self.path}: unsupported RDF in patient data (a quoted triple: {t}"[:300]
                                  + "); RDF-star quoted triples are not part of the patient vocabulary")
-            o = t.object
-            if isinstance(o, ox.Literal) and o.datatype.value in NUMERIC_TYPES:
-                if outside_lexical_space(o.value, o.datatype.value):
-                    t = ox.Triple(t.subject, t.predicate, ox.Literal(o.value))
-                elif o.datatype.value in EXACT_TYPES and number_problem(o.value):
-                    t = ox.Triple(t.subject, t.predicate,
-                                  ox.Literal("-1" if o.value.lstrip().startswith("-") else "1", datatype=o.datatype))
+            if isinstance(t.object, ox.Literal) and t.object.datatype.value in NUMERIC_TYPES:
+                t = ox.Triple(t.subject, t.predicate, shacl_term(t.object))
             triples.append(t)
         return triples
 

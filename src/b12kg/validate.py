@@ -15,14 +15,15 @@ import pyshacl_turbo
 import rdflib
 from rdflib.namespace import RDF, SH
 
-from b12kg import inputs
+from b12kg import inputs, shacl_sparql
 from b12kg.engine import Workspace
 from b12kg.errors import KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
 from b12kg.namespaces import B12
-from b12kg.patient import PatientData
+from b12kg.patient import PatientData, shacl_term
 
 PATIENT_SHAPES = "patient-shapes.ttl"
+GRAPH_SHACL = "urn:b12kg:graph:shacl"  # the data's graph in the store the sparql engine queries
 # what is wrong with patient data that describes a term of the knowledge base (validate_values, load)
 KNOWLEDGE_BASE_TERM = ("patient data may not describe a term of the knowledge base "
                        "(its classes, products, thresholds and statements)")
@@ -51,18 +52,33 @@ def _compact(graph: rdflib.Graph, term: rdflib.term.Node) -> str:
     return str(term)
 
 
-ENGINES = ("turbo", "pyshacl")  # the first is the default; pySHACL is the reference it is tested against
+ENGINES = ("sparql", "turbo", "pyshacl")  # the first is the default; pySHACL is the reference they are tested against
 
 
-def shacl_report(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0]) -> rdflib.Graph | None:
+def shacl_report(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0],
+                 dataset: tuple[ox.Store, ox.NamedNode] | None = None) -> rdflib.Graph | None:
     """The SHACL validation report of a patient file against the patient shapes (None: it conforms).
 
+    ``sparql`` evaluates the shapes compiled into SPARQL queries (:mod:`b12kg.shacl_sparql`) over the store
+    that holds the data: ``dataset`` (a store and the graph of these triples, as read), or else a store made
+    for them; when the shapes use a feature the compiler does not cover, pyshacl-turbo does the work.
     ``turbo`` (pyshacl-turbo, a Rust SHACL engine) validates an in-memory Oxigraph store of the data;
-    ``pyshacl`` an rdflib graph. Both give the same results on every shape (tests/test_shacl_engines.py)."""
+    ``pyshacl`` an rdflib graph. All give the same results on every shape (tests/test_shacl_engines.py)."""
     shapes_path = kb.shapes_dir / PATIENT_SHAPES
     if not shapes_path.is_file():
         raise KnowledgeBaseError(f"{shapes_path}: patient shapes not found")
     shapes = _shapes_graph(shapes_path, shapes_path.stat().st_mtime)
+    if engine == "sparql":
+        try:
+            shacl_sparql.compile_shapes(shapes)
+        except shacl_sparql.Unsupported:
+            engine = "turbo"
+    if engine == "sparql":
+        if dataset is not None:
+            return shacl_sparql.validate(*dataset, shapes, as_seen=shacl_term)
+        store, graph = ox.Store(), ox.NamedNode(GRAPH_SHACL)
+        store.extend(ox.Quad(t.subject, t.predicate, t.object, graph) for t in patient.shacl_triples())
+        return shacl_sparql.validate(store, graph, shapes)
     if engine == "turbo":
         # The store is filled through Oxigraph's writer and parser (the parser keeps blank node labels):
         # a third faster than making a Quad per triple in Python.
@@ -77,14 +93,21 @@ def shacl_report(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGIN
     return None if conforms else report
 
 
-def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0]) -> list[str]:
+def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = ENGINES[0],
+                    dataset: tuple[ox.Store, ox.NamedNode] | None = None) -> list[str]:
     """SHACL-validate a patient file; returns one message per violation (empty when valid): the file,
-    the patient (the owner of the fact the result is about), the field, the shape's message, the value."""
-    report = shacl_report(patient, kb, engine=engine)
+    the patient (the owner of the fact the result is about), the field, the shape's message, the value.
+    ``dataset``: where the triples already are (see :func:`shacl_report`)."""
+    report = shacl_report(patient, kb, engine=engine, dataset=dataset)
     if report is None:
         return []
     links = {str(B12[link]) for link in _LINKS}
-    owner = {_key(t.object): _rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
+    if dataset is None:
+        owner = {_key(t.object): _rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
+    else:  # the report names the store's terms (a store labels blank nodes its own way)
+        store, graph = dataset
+        owner = {_key(q.object): _rdflib(q.subject) for link in sorted(links)
+                 for q in store.quads_for_pattern(None, ox.NamedNode(link), None, graph)}
     names = rdflib.Graph()
     names.bind("b12", str(B12._NS))
     problems = set()
