@@ -28,6 +28,7 @@ from b12kg.derive import recommend
 from b12kg.engine import Workspace
 from b12kg.errors import InputError, KnowledgeBaseError
 from b12kg.kb import KnowledgeBase
+from b12kg.shacl_sparql import to_rdflib
 from b12kg.sparql import bind, table_columns, table_name
 from b12kg.store import GRAPH_DERIVED, GRAPH_ONTOLOGY, EmbeddedStore, Store
 from conftest import EXAMPLES, REPO, SEED_AS_OF
@@ -498,12 +499,9 @@ def test_expand_provenance_needs_the_derived_graph(backend):
 
 
 def _rdflib(term):
-    if isinstance(term, ox.NamedNode):
-        return rdflib.URIRef(term.value)
-    if isinstance(term, ox.BlankNode):
-        return rdflib.BNode(term.value)
-    if term.language:
-        return rdflib.Literal(term.value, lang=term.language)
+    """A term as rdflib's, numbers compared by value."""
+    if not isinstance(term, ox.Literal) or term.language:
+        return to_rdflib(term)
     datatype = term.datatype.value
     if datatype == XSD + "string":
         return rdflib.Literal(term.value)

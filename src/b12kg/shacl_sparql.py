@@ -353,12 +353,12 @@ def validate(store: ox.Store, graph: ox.NamedNode, shapes: rdflib.Graph, *, as_s
             conforms = False
             result = rdflib.BNode()
             report.add((result, RDF.type, SH.ValidationResult))
-            report.add((result, SH.focusNode, _rdflib(row["focus"])))
+            report.add((result, SH.focusNode, to_rdflib(row["focus"])))
             if check.path is not None:
                 report.add((result, SH.resultPath, check.path))
             if check.has_value:
                 value = row["value"]
-                report.add((result, SH.value, _rdflib(as_seen(value) if as_seen else value)))
+                report.add((result, SH.value, to_rdflib(as_seen(value) if as_seen else value)))
             report.add((result, SH.sourceConstraintComponent, check.component))
             report.add((result, SH.resultSeverity, check.severity))
             if check.message is not None:
@@ -366,7 +366,8 @@ def validate(store: ox.Store, graph: ox.NamedNode, shapes: rdflib.Graph, *, as_s
     return None if conforms else report
 
 
-def _rdflib(term: ox.NamedNode | ox.BlankNode | ox.Literal) -> rdflib.term.Node:
+def to_rdflib(term: ox.NamedNode | ox.BlankNode | ox.Literal) -> rdflib.term.Node:
+    """A pyoxigraph term as rdflib's, a literal as written (not normalised)."""
     if isinstance(term, ox.NamedNode):
         return rdflib.URIRef(term.value)
     if isinstance(term, ox.BlankNode):

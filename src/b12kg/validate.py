@@ -103,10 +103,10 @@ def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = EN
         return []
     links = {str(B12[link]) for link in _LINKS}
     if dataset is None:
-        owner = {_key(t.object): _rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
+        owner = {_key(t.object): shacl_sparql.to_rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
     else:  # the report names the store's terms (a store labels blank nodes its own way)
         store, graph = dataset
-        owner = {_key(q.object): _rdflib(q.subject) for link in sorted(links)
+        owner = {_key(q.object): shacl_sparql.to_rdflib(q.subject) for link in sorted(links)
                  for q in store.quads_for_pattern(None, ox.NamedNode(link), None, graph)}
     names = rdflib.Graph()
     names.bind("b12", str(B12._NS))
@@ -124,10 +124,6 @@ def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = EN
         got = f" (got {_compact(names, value):.60})" if value is not None and value != focus else ""
         problems.add(f"{patient.path}: {where}:{field}: {message}{got}")
     return sorted(problems)
-
-
-def _rdflib(term: ox.NamedNode | ox.BlankNode) -> rdflib.term.Node:
-    return rdflib.URIRef(term.value) if isinstance(term, ox.NamedNode) else rdflib.BNode(term.value)
 
 
 def _key(term) -> tuple[str, str] | None:
