@@ -57,6 +57,11 @@ MUTATIONS = [
              "b12:TreatmentPreference b12:patientVocabulary true .\nb12:PatientWithKnownRenalStatus b12:patientVocabulary true .\n",
              ("qc",), "qc-patient-vocabulary-decided", "ontology/b12kg.ttl",
              "https://w3id.org/b12kg/ontology#PatientWithKnownRenalStatus"),
+    Mutation("use a patient-shape feature the SPARQL compiler does not cover", "shapes/patient-shapes.ttl",
+             '    sh:message "a patient must be an IRI, not a blank node" ;\n',
+             '    sh:message "a patient must be an IRI, not a blank node" ;\n'
+             '    sh:property [ sh:path b12:birthDate ; sh:lessThan b12:onsetDate ] ;\n',
+             ("shacl",), "shacl-patient-shapes-not-compiled", "shapes/patient-shapes.ttl"),
     Mutation("delete a label", "ontology/b12kg.ttl",
              '    rdfs:label "folate" ; b12:canonicalUnit "nmol/L" .', '    b12:canonicalUnit "nmol/L" .',
              ("qc",), "qc-missing-label", "ontology/b12kg.ttl",

@@ -681,6 +681,26 @@ def _axioms_involving(ctx: Context, iri: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ shacl
+def _patient_shapes_compile(ctx: Context) -> list[Finding]:
+    """The patient shapes compile to SPARQL (:mod:`b12kg.shacl_sparql`); one INFO finding when they do not
+    (patient data is then validated by pyshacl-turbo: the same results, slower)."""
+    import rdflib
+
+    from b12kg import shacl_sparql
+    from b12kg.validate import PATIENT_SHAPES
+
+    path = ctx.kb.shapes_dir / PATIENT_SHAPES
+    if not path.is_file() or path in ctx.broken_turtle:
+        return []
+    try:
+        shacl_sparql.compile_shapes(rdflib.Graph().parse(path, format="turtle"))
+    except shacl_sparql.Unsupported as exc:
+        return [ctx.finding("shacl-patient-shapes-not-compiled", f"{PATIENT_SHAPES} uses {exc}, which b12kg does "
+                            "not compile to SPARQL: patient data is validated by pyshacl-turbo instead (the same "
+                            "results, slower)", file=ctx.rel(path), entity=str(exc))]
+    return []
+
+
 def stage_shacl(ctx: Context) -> list[Finding]:
     import pyshacl
     import rdflib
@@ -692,7 +712,7 @@ def stage_shacl(ctx: Context) -> list[Finding]:
         return [ctx.finding("check-stage-skipped", f"{GUIDELINE_SHAPES} does not parse: guideline shapes not run")]
     shapes = rdflib.Graph().parse(shapes_path, format="turtle")
     sh = rdflib.Namespace(SH)
-    out = []
+    out = _patient_shapes_compile(ctx)
     # a path that names no declared property (a typo) is one finding, and the shapes using it are not run:
     # otherwise each would report every focus node as missing the value
     declared = ctx.declared | {RDF + "type", RDFS + "label", RDFS + "comment", RDFS + "subClassOf"}
