@@ -131,3 +131,18 @@ def test_an_unknown_engine_is_refused(kb):
     assert ENGINES[0] == "sparql"
     with pytest.raises(ValueError, match="unknown SHACL engine 'rudof'"):
         validate_shapes(PatientData(path=Path("x.ttl"), triples=case("valid")), kb, engine="rudof")
+
+
+@pytest.mark.parametrize("constraint, feature", [
+    ('sh:property [ sh:path ex:p ; sh:pattern "^a" ; sh:flags "i" ]', "sh:flags"),
+    ("sh:property [ sh:path ex:p ; sh:lessThan ex:q ]", "sh:lessThan"),
+    ("sh:closed true", "sh:closed"),
+    ("sh:property [ sh:path ( ex:p ex:q ) ; sh:minCount 1 ]", "a property path other than one IRI"),
+    ("sh:property [ sh:path ex:p ; sh:minCount 2 ]", "sh:minCount 2"),
+])
+def test_a_feature_outside_the_compiled_subset_is_refused_not_skipped(constraint, feature):
+    """The compiler refuses what it does not cover (then pyshacl-turbo validates), never drops it."""
+    shapes = rdflib.Graph().parse(data="@prefix sh: <http://www.w3.org/ns/shacl#> . @prefix ex: <http://example.org/> .\n"
+                                       f"ex:S a sh:NodeShape ; sh:targetClass ex:C ; {constraint} .", format="turtle")
+    with pytest.raises(shacl_sparql.Unsupported, match=feature.replace("(", r"\(")):
+        shacl_sparql.compile_shapes(shapes)

@@ -43,7 +43,7 @@ _PER_VALUE = {"datatype": "Datatype", "nodeKind": "NodeKind", "in": "In", "node"
               "not": "Not", "class": "Class", "minInclusive": "MinInclusive", "minExclusive": "MinExclusive",
               "maxInclusive": "MaxInclusive", "maxExclusive": "MaxExclusive", "pattern": "Pattern",
               "minLength": "MinLength", "maxLength": "MaxLength"}
-_KNOWN = {"path", "message", "severity", "name", "description", "order", "group", "flags", "targetClass",
+_KNOWN = {"path", "message", "severity", "name", "description", "order", "group", "targetClass",
           "targetNode", "targetSubjectsOf", "targetObjectsOf", "property", "minCount", "maxCount", "hasValue",
           *_PER_VALUE}
 _COMPARISONS = {"minInclusive": ">=", "minExclusive": ">", "maxInclusive": "<=", "maxExclusive": "<"}
@@ -217,7 +217,8 @@ class _Compiler:
         if parameter in _COMPARISONS:
             return f"COALESCE({self.number(v)} {_COMPARISONS[parameter]} {_term(argument)}, false)"
         if parameter == "pattern":
-            return f"(!isBlank({v}) && COALESCE(REGEX(STR({v}), {_term(rdflib.Literal(str(argument)))}), false))"
+            pattern = _term(rdflib.Literal(str(argument)))  # (a shape with sh:flags is not compiled)
+            return f"(!isBlank({v}) && COALESCE(REGEX(STR({v}), {pattern}), false))"
         if parameter in ("minLength", "maxLength"):
             op = ">=" if parameter == "minLength" else "<="
             return f"(!isBlank({v}) && STRLEN(STR({v})) {op} {int(argument)})"
@@ -319,7 +320,8 @@ class _Compiler:
 
 
 def _component(parameter: str) -> str:
-    name = _PER_VALUE.get(parameter) or {"minCount": "MinCount", "maxCount": "MaxCount", "hasValue": "HasValue"}[parameter]
+    name = _PER_VALUE.get(parameter) or {"minCount": "MinCount", "maxCount": "MaxCount",
+                                         "hasValue": "HasValue"}[parameter]
     return f"{name}ConstraintComponent"
 
 

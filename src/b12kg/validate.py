@@ -103,7 +103,8 @@ def validate_shapes(patient: PatientData, kb: KnowledgeBase, *, engine: str = EN
         return []
     links = {str(B12[link]) for link in _LINKS}
     if dataset is None:
-        owner = {_key(t.object): shacl_sparql.to_rdflib(t.subject) for t in patient.triples if t.predicate.value in links}
+        owner = {_key(t.object): shacl_sparql.to_rdflib(t.subject) for t in patient.triples
+                 if t.predicate.value in links}
     else:  # the report names the store's terms (a store labels blank nodes its own way)
         store, graph = dataset
         owner = {_key(q.object): shacl_sparql.to_rdflib(q.subject) for link in sorted(links)
@@ -176,7 +177,8 @@ def data_beyond_facts(select: Callable[[str, dict], list[dict]], kb: KnowledgeBa
     found += [(row["subject"], row["property"], row["term"], OUTSIDE_VOCABULARY)
               for row in select("validate/outside-patient-vocabulary",
                                 {"term": kb.outside_patient_vocabulary(service_log=service_log), "data": data})]
-    found += [(row["subject"], row["property"], None, SCHEMA_AXIOM) for row in select("validate/schema-axioms", {"data": data})]
+    found += [(row["subject"], row["property"], None, SCHEMA_AXIOM)
+              for row in select("validate/schema-axioms", {"data": data})]
     about_terms = {(subject, prop) for subject, prop, _, what in found if what is KNOWLEDGE_BASE_TERM}
     found = [item for item in dict.fromkeys(found)  # a triple about a term is reported by that rule alone
              if item[3] is KNOWLEDGE_BASE_TERM or (item[0], item[1]) not in about_terms]
