@@ -684,16 +684,14 @@ def _axioms_involving(ctx: Context, iri: str) -> list[str]:
 def _patient_shapes_compile(ctx: Context) -> list[Finding]:
     """The patient shapes compile to SPARQL (:mod:`b12kg.shacl_sparql`); one INFO finding when they do not
     (patient data is then validated by pyshacl-turbo: the same results, slower)."""
-    import rdflib
-
     from b12kg import shacl_sparql
-    from b12kg.validate import PATIENT_SHAPES
+    from b12kg.validate import PATIENT_SHAPES, _shapes_graph
 
     path = ctx.kb.shapes_dir / PATIENT_SHAPES
     if not path.is_file() or path in ctx.broken_turtle:
         return []
     try:
-        shacl_sparql.compile_shapes(rdflib.Graph().parse(path, format="turtle"))
+        shacl_sparql.compile_shapes(_shapes_graph(path, path.stat().st_mtime))
     except shacl_sparql.Unsupported as exc:
         return [ctx.finding("shacl-patient-shapes-not-compiled", f"{PATIENT_SHAPES} uses {exc}, which b12kg does "
                             "not compile to SPARQL: patient data is validated by pyshacl-turbo instead (the same "

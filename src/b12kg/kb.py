@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -109,12 +110,8 @@ class KnowledgeBase:
     def described_terms(self) -> list[ox.NamedNode]:
         """The IRIs the ontology modules describe (the subjects of their triples), sorted: the terms
         patient data may not describe (``queries/validate/knowledge-base-terms.rq``, ``load``)."""
-        paths = tuple(self.ontology_files.values())
-        key = tuple((path, path.stat().st_mtime) for path in paths)
-        if key not in _DESCRIBED_CACHE:
-            _DESCRIBED_CACHE[key] = sorted({t.subject for path in paths for t in _parse_turtle(path)
-                                            if isinstance(t.subject, ox.NamedNode)}, key=lambda term: term.value)
-        return _DESCRIBED_CACHE[key]
+        return self._from_ontology("described", lambda triples: sorted(
+            {t.subject for t in triples if isinstance(t.subject, ox.NamedNode)}, key=lambda term: term.value))
 
     def outside_patient_vocabulary(self, *, service_log: bool = False) -> list[ox.NamedNode]:
         """The classes and properties the ontology modules declare that patient data may not use, sorted
@@ -124,11 +121,15 @@ class KnowledgeBase:
         properties of other vocabularies (documentation: Dublin Core, SKOS). Each class is marked on its
         own: a new subclass is outside until marked."""
         marks = (_MARK_PATIENT, _MARK_LOG) if service_log else (_MARK_PATIENT,)
+        return self._from_ontology(marks, lambda triples: _outside_vocabulary(triples, marks))
+
+    def _from_ontology(self, name: object, compute: Callable[[list[ox.Triple]], list]) -> list:
+        """``compute`` over every ontology module's triples, cached per ``name`` and state of the files."""
         paths = tuple(self.ontology_files.values())
-        key = (tuple((path, path.stat().st_mtime) for path in paths), marks)
-        if key not in _VOCABULARY_CACHE:
-            _VOCABULARY_CACHE[key] = _outside_vocabulary([t for path in paths for t in _parse_turtle(path)], marks)
-        return _VOCABULARY_CACHE[key]
+        key = (name, tuple((path, path.stat().st_mtime) for path in paths))
+        if key not in _ONTOLOGY_CACHE:
+            _ONTOLOGY_CACHE[key] = compute([t for path in paths for t in _parse_turtle(path)])
+        return _ONTOLOGY_CACHE[key]
 
     def ontology_quads(self, graph: ox.NamedNode) -> list[ox.Quad]:
         """Every ontology module parsed (cached per file), placed in ``graph``."""
@@ -141,7 +142,7 @@ class KnowledgeBase:
 
 _TEXT_CACHE: dict[tuple[Path, float], str] = {}
 _TURTLE_CACHE: dict[tuple[Path, float], list[ox.Triple]] = {}
-_DESCRIBED_CACHE: dict[tuple, list[ox.NamedNode]] = {}
+_ONTOLOGY_CACHE: dict[tuple, list] = {}  # KnowledgeBase._from_ontology
 
 
 def _read_text(path: Path) -> str:
@@ -170,7 +171,6 @@ _MARK_LOG = "https://w3id.org/b12kg/ontology#serviceLogVocabulary"
 _DECLARED = {_OWL + "Class": "class", _RDFS + "Class": "class", _OWL + "ObjectProperty": "property",
              _OWL + "DatatypeProperty": "property", _RDF + "Property": "property",
              _OWL + "AnnotationProperty": "annotation"}
-_VOCABULARY_CACHE: dict[tuple, list[ox.NamedNode]] = {}
 
 
 def _outside_vocabulary(triples: list[ox.Triple], marks: tuple[str, ...]) -> list[ox.NamedNode]:

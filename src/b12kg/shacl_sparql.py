@@ -326,14 +326,20 @@ def _component(parameter: str) -> str:
 
 
 @lru_cache(maxsize=8)
-def _compiled(shapes: rdflib.Graph) -> tuple[Check, ...]:
-    return tuple(_Compiler(shapes).checks())
+def _compiled(shapes: rdflib.Graph) -> tuple[Check, ...] | Unsupported:
+    try:
+        return tuple(_Compiler(shapes).checks())
+    except Unsupported as exc:  # kept too: shapes the compiler refuses are not compiled again per batch
+        return exc
 
 
 def compile_shapes(shapes: rdflib.Graph) -> tuple[Check, ...]:
-    """The shapes' constraints as queries (cached per shapes graph); :class:`Unsupported` when a feature
-    is not covered."""
-    return _compiled(shapes)
+    """The shapes' constraints as queries (cached per shapes graph, and so is the answer that they cannot
+    be compiled); :class:`Unsupported` when a feature is not covered."""
+    compiled = _compiled(shapes)
+    if isinstance(compiled, Unsupported):
+        raise compiled
+    return compiled
 
 
 def validate(store: ox.Store, graph: ox.NamedNode, shapes: rdflib.Graph, *, as_seen=None) -> rdflib.Graph | None:

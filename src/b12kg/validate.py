@@ -143,7 +143,7 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
     limits = {"maxMagnitude": ox.Literal(str(inputs.MAX_MAGNITUDE), datatype=ox.NamedNode(inputs._XSD + "decimal")),
               "earliest": inputs.EARLIEST_DATE, "latest": inputs.LATEST_DATE}
     for row in ws.select("validate/unusable-literal", limits):
-        field = row["property"].value.rsplit("#", 1)[-1]
+        field = _local(row["property"])
         value = row["value"].value
         problems.append(
             f"{patient.path}: patient <{row['patient'].value}>, <{row['entity'].value}>: {field} "
@@ -157,7 +157,7 @@ def validate_values(ws: Workspace, patient: PatientData, as_of) -> list[str]:
         )
     problems += data_beyond_facts(ws.select, ws.kb, ws.graph["patients"], patient.path)
     for row in ws.select("validate/future-date", {"asOf": as_of}):
-        field = row["property"].value.rsplit("#", 1)[-1]
+        field = _local(row["property"])
         problems.append(
             f"{patient.path}: patient <{row['patient'].value}>, <{row['entity'].value}>: "
             f"{field} {row['value'].value} is after the evaluation date {as_of.isoformat()}"
