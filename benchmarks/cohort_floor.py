@@ -9,6 +9,9 @@
 * **job**: `b12kg load` + `b12kg derive` with their default flags (SHACL on, all cores), as a user runs
   them: each a new process, interpreter start included;
 * **ratio**: job ÷ floor;
+* **write floor**: bulk-load the same input *and the derived graph the job wrote* (exported from the
+  job's store) into a new on-disk store, no derivation: what writing the results alone costs this store,
+  which the floor above leaves out (`--no-write-floor` leaves it out);
 * **derive again**: `b12kg derive --full` once more over the derived store (same `--as-of`), as after a
   change of the knowledge base: it reads the patients beside a full derived graph (`--no-again` leaves
   it out, for sizes where it would double a long run).
@@ -69,6 +72,17 @@ def floor(cohort: Path, folder: Path, threshold: ox.Literal, codes: list[ox.Name
     return elapsed
 
 
+def write_floor(cohort: Path, derived: Path, folder: Path) -> float:
+    start = time.perf_counter()
+    store = ox.Store(str(folder))
+    store.bulk_load(path=str(cohort), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode("urn:floor:input"))
+    store.bulk_load(path=str(derived), format=ox.RdfFormat.N_TRIPLES, to_graph=ox.NamedNode("urn:floor:derived"))
+    store.flush()
+    elapsed = time.perf_counter() - start
+    del store
+    return elapsed
+
+
 def tree_rss(pid_holder: list, stop: threading.Event, peak: list) -> None:
     page = os.sysconf("SC_PAGE_SIZE")
     while not stop.is_set():
@@ -91,9 +105,11 @@ def tree_rss(pid_holder: list, stop: threading.Event, peak: list) -> None:
         stop.wait(0.2)
 
 
-def job(cohort: Path, db: Path, again: bool = True) -> tuple[float, float, int, float | None]:
+def job(cohort: Path, db: Path, again: bool = True, derived: Path | None = None
+        ) -> tuple[float, float, int, float | None]:
     """load + derive as two commands; returns (seconds, peak RSS MB of derive's process tree, derived
-    triples, seconds of a second derive over the derived store, None when ``again`` is false)."""
+    triples, seconds of a second derive over the derived store, None when ``again`` is false). With
+    ``derived``, the derived graph is written there as N-Triples (not timed)."""
     start = time.perf_counter()
     b12kg("load", str(cohort), "--store", str(db))
     holder, stop, peak = [], threading.Event(), [0]
@@ -117,6 +133,9 @@ def job(cohort: Path, db: Path, again: bool = True) -> tuple[float, float, int, 
 
     store = EmbeddedStore(db)
     rows = store.select(f"SELECT (COUNT(*) AS ?n) WHERE {{ GRAPH <{GRAPH_DERIVED}> {{ ?s ?p ?o }} }}")
+    if derived is not None:
+        with derived.open("wb") as out:
+            store.dump(ox.RdfFormat.N_TRIPLES, GRAPH_DERIVED, output=out)
     store.close()
     return elapsed, peak[0] / 2**20, int(rows[0]["n"].value), seconds_again
 
@@ -126,6 +145,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-again", action="store_true", help="leave out the second derive (--full)")
+    parser.add_argument("--no-write-floor", action="store_true", help="leave out the write floor")
     args = parser.parse_args()
     rows = Workspace(KnowledgeBase()).select_text(THRESHOLD)  # the lowest B12 threshold, the codes of B12 results
     threshold, codes = rows[0]["value"], sorted({r["code"] for r in rows}, key=str)
@@ -135,32 +155,41 @@ def main() -> None:
         for n in args.sizes:
             cohort = work / f"cohort-{n}.nt"
             b12kg("synth", "--patients", str(n), "--seed", "1", "--as-of", AS_OF, "-o", str(cohort))
-            floors, jobs, agains, rss, triples = [], [], [], [], 0
+            floors, jobs, agains, rss, writes, triples = [], [], [], [], [], 0
             for i in range(args.runs):
                 folder = work / f"floor-{i}"
                 floors.append(floor(cohort, folder, threshold, codes))
                 shutil.rmtree(folder)
                 db = work / f"db-{i}"
-                seconds, peak, triples, again = job(cohort, db, again=not args.no_again)
+                derived = None if args.no_write_floor else work / "derived.nt"
+                seconds, peak, triples, again = job(cohort, db, again=not args.no_again, derived=derived)
                 jobs.append(seconds)
+                shutil.rmtree(db)
+                if derived is not None:
+                    writes.append(write_floor(cohort, derived, folder))
+                    shutil.rmtree(folder)
+                    derived.unlink()
                 if again is not None:
                     agains.append(again)
                 rss.append(peak)
-                shutil.rmtree(db)
                 print(f"{n}: run {i + 1}: floor {floors[-1]:.1f} s, job {seconds:.1f} s, peak RSS {peak:,.0f} MB"
-                      + ("" if again is None else f", again {again:.1f} s"), file=sys.stderr, flush=True)
+                      + ("" if again is None else f", again {again:.1f} s")
+                      + (f", write floor {writes[-1]:.1f} s" if writes else ""), file=sys.stderr, flush=True)
             rows.append((n, statistics.median(floors), statistics.median(jobs), max(rss), triples / n,
-                         statistics.median(agains) if agains else None))
+                         statistics.median(agains) if agains else None,
+                         statistics.median(writes) if writes else None))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"Medians of {args.runs} runs; `synth --seed 1`; load + derive with default flags (SHACL on, "
           f"{os.cpu_count()} cores).\n")
     print("| patients | floor (s) | job (s) | job ÷ floor | job patients/s | derived triples/patient | "
-          "peak RSS derive (MB) | derive again (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, f, j, peak, per, again in rows:
+          "peak RSS derive (MB) | derive again (s) | write floor (s) | job ÷ write floor |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, f, j, peak, per, again, write in rows:
         again_cell = "–" if again is None else f"{again:.1f}"
-        print(f"| {n:,} | {f:.1f} | {j:.1f} | {j / f:.1f} | {n / j:,.0f} | {per:.0f} | {peak:,.0f} | {again_cell} |")
+        write_cells = "– | –" if write is None else f"{write:.1f} | {j / write:.1f}"
+        print(f"| {n:,} | {f:.1f} | {j:.1f} | {j / f:.1f} | {n / j:,.0f} | {per:.0f} | {peak:,.0f} | {again_cell} "
+              f"| {write_cells} |")
 
 
 if __name__ == "__main__":
